@@ -1,0 +1,103 @@
+"""MNIST-style digit preprocessing, shared by training, the service and the tests (numpy + Pillow only).
+
+MNIST digits are white ink on black, size-normalised to fit a 20x20 box (keeping the aspect
+ratio, anti-aliased) and placed in a 28x28 frame so that the centre of mass is at the centre.
+`to_mnist_layout` reproduces that from any photo or scan of a single digit.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+import numpy as np
+from PIL import Image
+
+from modelcore.errors import InputError
+
+LABELS = tuple(str(digit) for digit in range(10))
+SIDE = 28
+BOX = 20
+# Background level is read from a frame this wide (fraction of the shorter side).
+BORDER_FRACTION = 0.05
+# After background removal, ink weaker than this fraction of the strongest stroke is paper noise.
+INK_THRESHOLD = 0.2
+# Below this contrast (0-255) between paper and ink there is no digit to read.
+MIN_CONTRAST = 24.0
+
+
+def to_mnist_layout(grey: np.ndarray) -> np.ndarray:
+    """(H, W) float32 greyscale in [0, 255], any polarity -> (28, 28) float32 in [0, 255], white on black."""
+    ink = _ink_on_black(grey)
+    top, bottom, left, right = _ink_bounds(ink)
+    digit = _fit_box(ink[top:bottom, left:right])
+    return _centre_by_mass(digit)
+
+
+def _ink_on_black(grey: np.ndarray) -> np.ndarray:
+    """Invert dark-on-light input and stretch so paper is 0 and the strongest ink is 255."""
+    background = float(np.median(_border(grey)))
+    if background > 127.5:
+        grey = 255.0 - grey
+        background = 255.0 - background
+    strongest = float(grey.max())
+    if strongest - background < MIN_CONTRAST:
+        raise InputError(
+            "No digit found: the image is blank or has almost no contrast. "
+            "Send a photo or scan of one handwritten digit, dark on light or light on dark.",
+            HTTPStatus.UNPROCESSABLE_ENTITY,
+        )
+    ink = (grey - background) * (255.0 / (strongest - background))
+    ink[ink < INK_THRESHOLD * 255.0] = 0.0
+    return np.clip(ink, 0.0, 255.0, out=ink)
+
+
+def _border(grey: np.ndarray) -> np.ndarray:
+    width = max(1, int(min(grey.shape) * BORDER_FRACTION))
+    return np.concatenate(
+        [grey[:width].ravel(), grey[-width:].ravel(), grey[:, :width].ravel(), grey[:, -width:].ravel()]
+    )
+
+
+def _ink_bounds(ink: np.ndarray) -> tuple[int, int, int, int]:
+    rows = np.flatnonzero(ink.any(axis=1))
+    cols = np.flatnonzero(ink.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _fit_box(digit: np.ndarray) -> np.ndarray:
+    """Scale so the longer side is 20 px, keeping the aspect ratio (anti-aliased, like MNIST)."""
+    height, width = digit.shape
+    scale = BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray(digit.astype(np.float32)).resize(size, Image.Resampling.LANCZOS)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 255.0)
+
+
+def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
+    """Paste into a 28x28 black frame with the ink's centre of mass at the frame's centre."""
+    rows, cols = np.indices(digit.shape)
+    mass = digit.sum()
+    centre_row = (rows * digit).sum() / mass
+    centre_col = (cols * digit).sum() / mass
+    top = int(np.clip(round(SIDE / 2 - centre_row), 0, SIDE - digit.shape[0]))
+    left = int(np.clip(round(SIDE / 2 - centre_col), 0, SIDE - digit.shape[1]))
+    frame = np.zeros((SIDE, SIDE), dtype=np.float32)
+    frame[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
+    return frame
+
+
+def validate_arrays(images: np.ndarray) -> np.ndarray:
+    """Check caller-supplied arrays: (N, 28, 28) finite values in [0, 255] -> (N, 1, 28, 28) float32."""
+    if images.ndim == 2:
+        images = images[None]
+    if images.ndim != 3 or images.shape[1:] != (SIDE, SIDE):
+        raise InputError(
+            f"Expected images of shape (N, 28, 28) or (28, 28); got {tuple(images.shape)}. "
+            "Send 28x28 greyscale digits, white on black, values 0-255 (MNIST layout).",
+            HTTPStatus.UNPROCESSABLE_ENTITY,
+        )
+    if not np.isfinite(images).all():
+        raise InputError("Pixel values must be finite numbers (no NaN or Infinity).", HTTPStatus.UNPROCESSABLE_ENTITY)
+    if images.min(initial=0) < 0 or images.max(initial=0) > 255:
+        raise InputError("Pixel values must lie in [0, 255] (MNIST layout).", HTTPStatus.UNPROCESSABLE_ENTITY)
+    return images.astype(np.float32, copy=False)[:, None]
