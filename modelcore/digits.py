@@ -85,19 +85,3 @@ def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
     frame[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
     return frame
 
-
-def validate_arrays(images: np.ndarray) -> np.ndarray:
-    """Check caller-supplied arrays: (N, 28, 28) finite values in [0, 255] -> (N, 1, 28, 28) float32."""
-    if images.ndim == 2:
-        images = images[None]
-    if images.ndim != 3 or images.shape[1:] != (SIDE, SIDE):
-        raise InputError(
-            f"Expected images of shape (N, 28, 28) or (28, 28); got {tuple(images.shape)}. "
-            "Send 28x28 greyscale digits, white on black, values 0-255 (MNIST layout).",
-            HTTPStatus.UNPROCESSABLE_ENTITY,
-        )
-    if not np.isfinite(images).all():
-        raise InputError("Pixel values must be finite numbers (no NaN or Infinity).", HTTPStatus.UNPROCESSABLE_ENTITY)
-    if images.min(initial=0) < 0 or images.max(initial=0) > 255:
-        raise InputError("Pixel values must lie in [0, 255] (MNIST layout).", HTTPStatus.UNPROCESSABLE_ENTITY)
-    return images.astype(np.float32, copy=False)[:, None]

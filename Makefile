@@ -1,0 +1,54 @@
+# Two commands a new user needs: `make serve` and `make test`. Everything else is optional.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 3000
+
+export BENTOML_HOME ?= $(CURDIR)/.bentoml
+export BENTOML_DO_NOT_TRACK := True
+export ORT_DISABLE_TELEMETRY := 1
+# Training data: ../shared/data/mnist when it is there, otherwise the loader downloads and verifies MNIST.
+ifneq ($(wildcard ../shared/data/mnist/t10k-images-idx3-ubyte.gz),)
+export MNIST_DIR ?= $(abspath ../shared/data/mnist)
+endif
+
+.PHONY: serve test models train-digits export-digits digits eval-digits clean
+
+serve: $(VENV)/.serve-installed models  ## serve the shipped models on $(HOST):$(PORT) in the foreground
+	MODEL_SERVER_HOST=$(HOST) MODEL_SERVER_PORT=$(PORT) exec $(BIN)/bentoml serve service.app:ModelServer
+
+test: $(VENV)/.dev-installed  ## install what the tests need and run the whole suite
+	$(BIN)/python -m pytest
+
+models: $(VENV)/.serve-installed  ## import the shipped artifacts/ into the BentoML model store
+	$(BIN)/python -m service.store import-shipped
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.serve-installed: pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(BIN)/pip install -q -c constraints.txt -e '.[serve]'
+	touch $@
+
+# torch first, pinned: pip then takes the local CPU wheel instead of a multi-GB CUDA build.
+$(VENV)/.dev-installed: pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[serve,train,dev]'
+	touch $(VENV)/.serve-installed $@
+
+train-digits: $(VENV)/.dev-installed  ## retrain the digit classifier (~10 min on 2 cores)
+	$(BIN)/python -m training.digits --out runs/digits
+
+export-digits: $(VENV)/.dev-installed  ## export runs/digits to artifacts/digits (ONNX + metadata + card)
+	$(BIN)/python -m export.digits --checkpoint runs/digits/checkpoint.pt --out artifacts/digits
+
+digits: train-digits export-digits models  ## retrain, re-export and re-import the digits model
+
+eval-digits: $(VENV)/.dev-installed  ## accuracy and throughput of a running server (URL=...)
+	$(BIN)/python -m loadtest.digits_eval --url $${URL:-http://$(HOST):$(PORT)}
+
+clean:
+	rm -rf $(VENV) .bentoml .pytest_cache

@@ -1,0 +1,117 @@
+"""Model metadata: written next to the ONNX file by export, read by the service and the model store.
+
+What describes a model (input spec, labels, preprocessing, provenance, metrics, training config)
+travels with the model in `metadata.json`; `MODEL_CARD.md` is its human-readable rendering.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+METADATA_FILE = "metadata.json"
+MODEL_FILE = "model.onnx"
+CARD_FILE = "MODEL_CARD.md"
+
+
+class TensorSpec(BaseModel):
+    """One graph input or output, as the service must feed or read it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    shape: list[int | str]
+    dtype: str
+    description: str = ""
+
+
+class ModelMetadata(BaseModel):
+    """Everything the service and a reader of the card need to know about one exported model."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    name: str
+    version: str = Field(description="first 12 hex digits of the ONNX file's SHA-256")
+    task: str
+    summary: str
+    labels: list[str] = []
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    preprocessing: dict[str, Any] = {}
+    data: dict[str, Any] = {}
+    training: dict[str, Any] = {}
+    metrics: dict[str, Any] = {}
+    export: dict[str, Any] = {}
+    sha256: str
+
+    @classmethod
+    def read(cls, directory: Path) -> ModelMetadata:
+        """Load `metadata.json` from a model directory and check the ONNX file against its hash."""
+        metadata = cls.model_validate_json((directory / METADATA_FILE).read_text())
+        actual = file_sha256(directory / MODEL_FILE)
+        if actual != metadata.sha256:
+            raise ValueError(f"{directory / MODEL_FILE} has SHA-256 {actual}, metadata says {metadata.sha256}")
+        return metadata
+
+    def write(self, directory: Path, card_extra: str = "") -> None:
+        """Write `metadata.json` and `MODEL_CARD.md` into the model directory."""
+        (directory / METADATA_FILE).write_text(self.model_dump_json(indent=2) + "\n")
+        (directory / CARD_FILE).write_text(self.render_card(card_extra))
+
+    def summary_info(self) -> dict[str, Any]:
+        """The public description served by the models endpoint (no training internals)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "task": self.task,
+            "summary": self.summary,
+            "labels": self.labels,
+            "inputs": [spec.model_dump() for spec in self.inputs],
+            "outputs": [spec.model_dump() for spec in self.outputs],
+            "preprocessing": self.preprocessing,
+            "metrics": {k: v for k, v in self.metrics.items() if not isinstance(v, (list, dict))},
+            "data": {k: self.data[k] for k in ("dataset", "licence") if k in self.data},
+        }
+
+    def render_card(self, extra: str = "") -> str:
+        """A Markdown model card from the metadata."""
+        sections = [
+            f"# Model card: {self.name} ({self.version})\n\n{self.summary}\n",
+            _section("Intended use and interface", {"task": self.task, "labels": self.labels,
+                                                     "inputs": [s.model_dump() for s in self.inputs],
+                                                     "outputs": [s.model_dump() for s in self.outputs]}),
+            _section("Preprocessing", self.preprocessing),
+            _section("Data: provenance and licence", self.data),
+            _section("Metrics (held-out test data, never used for training or tuning)", self.metrics),
+            _section("Training", self.training),
+            _section("Export", self.export),
+            extra,
+            f"\nFiles: `{MODEL_FILE}` (SHA-256 `{self.sha256}`), `{METADATA_FILE}` (this card's source).\n",
+        ]
+        return "\n".join(part for part in sections if part)
+
+
+def _section(title: str, content: dict[str, Any]) -> str:
+    if not content:
+        return ""
+    rows = "\n".join(f"- **{key}**: {_inline(value)}" for key, value in content.items())
+    return f"## {title}\n\n{rows}\n"
+
+
+def _inline(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return f"`{json.dumps(value, separators=(', ', ': '))}`"
+    return str(value)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

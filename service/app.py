@@ -1,0 +1,52 @@
+"""The model server: every model's endpoints on one BentoML service.
+
+    bentoml serve service.app:ModelServer      (make serve does this, after importing the models)
+
+Adding a model: write service/<model>.py with an API mixin declaring its BentoModel and its
+endpoints, then add the mixin to ModelServer's bases below.
+"""
+
+import bentoml
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from service.digits import DigitsAPI
+from service.http import BodySizeLimit
+from service.runtime import OnnxModel, load_models
+from service.settings import get_settings
+
+settings = get_settings()
+
+
+@bentoml.service(
+    name="modelserver",
+    workers=settings.workers,
+    http={"host": settings.host, "port": settings.port},
+    traffic={"timeout": settings.request_timeout_s},
+)
+class ModelServer(DigitsAPI):
+    """Serves every model mixed in above; /livez, /readyz, /metrics and /docs.json come from BentoML."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, OnnxModel] = load_models(type(self), settings)
+
+    async def __is_ready__(self) -> bool:
+        # Models are loaded and warmed in __init__; ready means all of them made it.
+        return bool(self.models)
+
+    @bentoml.on_shutdown
+    def close_models(self) -> None:
+        for model in self.models.values():
+            model.close()
+
+
+async def list_models(_: Request) -> JSONResponse:
+    """GET /models: every served model with its version, input spec, metrics and provider."""
+    server = bentoml.get_current_service()
+    return JSONResponse({"models": [model.info() for model in server.models.values()]})
+
+
+ModelServer.add_asgi_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+ModelServer.mount_asgi_app(Starlette(routes=[Route("/models", list_models, methods=["GET"])]), path="/")

@@ -1,0 +1,120 @@
+"""Adaptive batching inside one worker: concurrent requests for a model share one inference call.
+
+BentoML's own batching needs the public endpoint to call a batched endpoint of the service
+(`self.to_async`), and that internal call drops requests under concurrency in BentoML 1.4.30-1.4.39
+(bentoml/BentoML#5540, #5544). This batcher sits behind each endpoint instead, so every request is
+validated on its own (its own 4xx) and only clean arrays ever reach a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+log = logging.getLogger("bentoml.modelserver")
+
+
+@dataclass
+class _Request:
+    rows: np.ndarray  # (n, ...) items of one request
+    future: asyncio.Future = field(repr=False)
+
+
+class MicroBatcher:
+    """Queue requests, run them in batches of up to `max_batch_size` rows on one inference thread."""
+
+    def __init__(
+        self,
+        run: Callable[[np.ndarray], np.ndarray],
+        max_batch_size: int,
+        max_wait_ms: float,
+        name: str,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self._run = run
+        self._max_rows = max_batch_size
+        self._max_wait = max_wait_ms / 1000.0
+        self._on_batch = on_batch or (lambda rows, seconds: None)
+        self._pending: collections.deque[_Request] = collections.deque()
+        self._pending_rows = 0
+        self._arrived: asyncio.Event | None = None
+        self._loop_task: asyncio.Task | None = None
+        # One inference thread per model: batches run one after another, each using the session's threads.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-inference")
+
+    async def predict(self, rows: np.ndarray) -> np.ndarray:
+        """Outputs for `rows` (n, ...), computed in a batch with whatever else is queued."""
+        self._ensure_started()
+        request = _Request(rows, asyncio.get_running_loop().create_future())
+        self._pending.append(request)
+        self._pending_rows += len(rows)
+        self._arrived.set()
+        return await request.future
+
+    def _ensure_started(self) -> None:
+        if self._loop_task is None or self._loop_task.done():
+            self._arrived = asyncio.Event()
+            self._loop_task = asyncio.get_running_loop().create_task(self._serve_forever())
+
+    async def _serve_forever(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            if batch:
+                await self._run_batch(batch)
+
+    async def _next_batch(self) -> list[_Request]:
+        """Wait for a request, give others up to max_wait to join, then take up to max_rows rows."""
+        while not self._pending:
+            self._arrived.clear()
+            await self._arrived.wait()
+        deadline = asyncio.get_running_loop().time() + self._max_wait
+        while self._pending_rows < self._max_rows:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                break
+        return self._take_batch()
+
+    def _take_batch(self) -> list[_Request]:
+        batch, rows = [], 0
+        while self._pending and (not batch or rows + len(self._pending[0].rows) <= self._max_rows):
+            request = self._pending.popleft()
+            self._pending_rows -= len(request.rows)
+            if not request.future.done():  # the client may have gone away meanwhile
+                batch.append(request)
+                rows += len(request.rows)
+        return batch
+
+    async def _run_batch(self, batch: list[_Request]) -> None:
+        inputs = batch[0].rows if len(batch) == 1 else np.concatenate([request.rows for request in batch])
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._run, inputs)
+        except Exception as exc:  # a fault of the model itself: every request in the batch shares it
+            log.exception("inference failed for a batch of %d rows", len(inputs))
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(exc)
+            return
+        self._on_batch(len(inputs), loop.time() - started)
+        offsets = np.cumsum([len(request.rows) for request in batch])[:-1]
+        for request, output in zip(batch, np.split(outputs, offsets)):
+            if not request.future.done():
+                request.future.set_result(output)
+
+    def close(self) -> None:
+        """Stop the batching loop and the inference thread."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,76 @@
+"""Digits endpoints: handwritten digit classification (a CNN trained on MNIST)."""
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import bentoml
+import numpy as np
+from pydantic import BaseModel, Field
+
+from modelcore import digits
+from modelcore.images import decode_grey
+from service.http import answers_client_errors
+from service.runtime import OnnxModel
+from service.schemas import ModelRef
+from service.settings import get_settings
+
+NAME = "digits"
+settings = get_settings()
+
+Pixel = Annotated[float, Field(ge=0, le=255, allow_inf_nan=False)]
+Row = Annotated[list[Pixel], Field(min_length=digits.SIDE, max_length=digits.SIDE)]
+DigitArray = Annotated[list[Row], Field(min_length=digits.SIDE, max_length=digits.SIDE)]
+
+
+class DigitPrediction(BaseModel):
+    label: int = Field(ge=0, le=9, description="the most probable digit")
+    probabilities: list[float] = Field(description="probability of each digit 0-9, in that order")
+
+
+class DigitResponse(DigitPrediction):
+    model: ModelRef
+
+
+class DigitArraysResponse(BaseModel):
+    results: list[DigitPrediction] = Field(description="one prediction per input array, in input order")
+    model: ModelRef
+
+
+def predictions(probabilities: np.ndarray) -> list[dict]:
+    """(N, 10) probabilities -> one {label, probabilities} per row."""
+    return [{"label": int(row.argmax()), "probabilities": row.tolist()} for row in probabilities]
+
+
+def upload_to_pixels(image: Path) -> np.ndarray:
+    """An uploaded photo or scan -> (1, 1, 28, 28) float32 in MNIST layout."""
+    grey = decode_grey(image.read_bytes(), settings.max_image_pixels)
+    return digits.to_mnist_layout(grey)[None, None]
+
+
+class DigitsAPI:
+    """Mixed into the ModelServer: the /digits/* endpoints."""
+
+    digits_model = bentoml.models.BentoModel(settings.model_tag(NAME))
+    models: dict[str, OnnxModel]
+
+    @bentoml.api(route="/digits/classify")
+    @answers_client_errors(NAME)
+    async def digits_classify(self, image: Path) -> DigitResponse:
+        """Classify one photo or scan of a handwritten digit (multipart field `image`: PNG or JPEG,
+        any size, colour or grey, dark-on-light or light-on-dark)."""
+        pixels = await asyncio.to_thread(upload_to_pixels, image)
+        model = self.models[NAME]
+        (prediction,) = predictions(await model.predict(pixels))
+        return DigitResponse(**prediction, model=model.reference())
+
+    @bentoml.api(route="/digits/classify-arrays")
+    @answers_client_errors(NAME)
+    async def digits_classify_arrays(
+        self,
+        images: Annotated[list[DigitArray], Field(min_length=1, max_length=settings.max_items_per_request)],
+    ) -> DigitArraysResponse:
+        """Classify digits already in MNIST layout: a list of 28x28 arrays, white on black, values 0-255."""
+        pixels = np.asarray(images, dtype=np.float32)[:, None]  # (N, 1, 28, 28)
+        model = self.models[NAME]
+        return DigitArraysResponse(results=predictions(await model.predict(pixels)), model=model.reference())

@@ -1,0 +1,115 @@
+"""HTTP plumbing shared by every endpoint: client-error responses and the request-size limit."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from typing import Any, Awaitable, Callable, TypeVar
+
+from starlette.responses import JSONResponse
+
+from modelcore.errors import InputError
+from service.metrics import count_client_error
+
+log = logging.getLogger("bentoml.modelserver")
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Awaitable[Any]])
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    """The one error body shape: {"error": "<what went wrong and what to send instead>"}."""
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def answers_client_errors(model: str) -> Callable[[Endpoint], Endpoint]:
+    """Turn an InputError raised by an endpoint into its 4xx JSON answer (BentoML would wrap it)."""
+
+    def decorate(endpoint: Endpoint) -> Endpoint:
+        @functools.wraps(endpoint)
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await endpoint(*args, **kwargs)
+            except InputError as exc:
+                # Payloads never reach the log: only the status and our own message.
+                log.info("%s: %d %s", model, exc.status, exc.message)
+                count_client_error(model, exc.status)
+                return error_response(exc.status, exc.message)
+
+        return guarded  # type: ignore[return-value]
+
+    return decorate
+
+
+class BodySizeLimit:
+    """ASGI middleware: bodies over `max_bytes` get 413 before any parsing or model work."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            return await self._reject(send, declared)
+        if declared is None and scope.get("method") in ("POST", "PUT", "PATCH"):
+            # Chunked upload of unknown length: read it (bounded) first, then replay it.
+            body, too_large = await _read_bounded(receive, self.max_bytes)
+            if too_large:
+                return await self._reject(send, None)
+            receive = _replay(body, receive)
+        return await self.app(scope, receive, send)
+
+    async def _reject(self, send: Callable, size: int | None) -> None:
+        described = f"{size:,} bytes" if size is not None else "larger than that"
+        message = (
+            f"Request body is {described}; the limit is {self.max_bytes:,} bytes "
+            "(MODEL_SERVER_MAX_REQUEST_BYTES). Send a smaller image or fewer items per request."
+        )
+        body = json.dumps({"error": message}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _content_length(scope: dict) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _read_bounded(receive: Callable, limit: int) -> tuple[bytes, bool]:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return b"", True
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks), False
+
+
+def _replay(body: bytes, receive: Callable) -> Callable:
+    """A receive() that yields the buffered body once, then waits on the real one (for disconnects)."""
+    sent = False
+
+    async def replayed() -> dict:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed

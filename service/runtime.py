@@ -1,0 +1,122 @@
+"""A served ONNX model: its metadata, an onnxruntime session on the chosen provider, and a batcher."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from modelcore.card import MODEL_FILE, ModelMetadata
+from service.batching import MicroBatcher
+from service.metrics import observe_batch
+from service.settings import Settings
+
+log = logging.getLogger("bentoml.modelserver")
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+def choose_providers(wanted: str) -> list[str]:
+    """onnxruntime providers for the setting; CUDA only where this onnxruntime build has it."""
+    available = ort.get_available_providers()
+    if wanted == "auto":
+        wanted = "cuda" if "CUDAExecutionProvider" in available else "cpu"
+    chosen = [provider for provider in PROVIDERS[wanted] if provider in available]
+    if wanted == "cuda" and "CUDAExecutionProvider" not in chosen:
+        log.warning("provider=cuda requested but this onnxruntime has no CUDA support; using CPU")
+    return chosen
+
+
+def create_session(path: Path, settings: Settings) -> ort.InferenceSession:
+    """An inference session with the configured threads and provider (CUDA falls back to CPU)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.ort_threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=choose_providers(settings.provider))
+
+
+class OnnxModel:
+    """One model from the model store, ready to serve: validated metadata, warm session, batcher."""
+
+    def __init__(self, directory: Path, tag: str, settings: Settings) -> None:
+        self.metadata = ModelMetadata.read(directory)
+        self.tag = tag
+        self.session = create_session(directory / MODEL_FILE, settings)
+        self.provider = self.session.get_providers()[0]
+        self._input = self.metadata.inputs[0].name
+        self.batcher = MicroBatcher(
+            self.run,
+            settings.max_batch_size,
+            settings.max_batch_wait_ms,
+            name=self.metadata.name,
+            on_batch=lambda rows, seconds: observe_batch(self.metadata.name, rows, seconds),
+        )
+        self.warm_up()
+        log.info("model %s loaded from %s on %s", tag, directory, self.provider)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def version(self) -> str:
+        return self.metadata.version
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        """Synchronous inference on one batch (called on the batcher's inference thread)."""
+        return self.session.run(None, {self._input: inputs})[0]
+
+    async def predict(self, inputs: np.ndarray) -> np.ndarray:
+        """Inference on a request's rows, batched with concurrent requests."""
+        return await self.batcher.predict(inputs)
+
+    def warm_up(self) -> None:
+        """One inference on zeros of the declared input shape, so the first request is not slow."""
+        spec = self.metadata.inputs[0]
+        shape = [1 if isinstance(dim, str) else dim for dim in spec.shape]
+        self.run(np.zeros(shape, dtype=np.dtype(spec.dtype)))
+
+    def info(self) -> dict[str, Any]:
+        """What the models endpoint says about this model."""
+        return {**self.metadata.summary_info(), "tag": self.tag, "provider": self.provider}
+
+    def reference(self) -> dict[str, str]:
+        """The short identification every response carries."""
+        return {"name": self.name, "version": self.version}
+
+    def close(self) -> None:
+        self.batcher.close()
+
+
+class ModelNotFoundError(RuntimeError):
+    """A served model is missing from the BentoML model store."""
+
+
+def load_models(server_class: type, settings: Settings) -> dict[str, OnnxModel]:
+    """Load every model the server class declares (its BentoModel class attributes), keyed by name."""
+    import bentoml  # the runtime core above stays importable without a server
+
+    models: dict[str, OnnxModel] = {}
+    for attribute in dir(server_class):
+        reference = getattr(server_class, attribute)
+        if not isinstance(reference, bentoml.models.BentoModel):
+            continue
+        stored = reference.stored
+        if stored is None:
+            raise ModelNotFoundError(
+                f"Model {reference.tag} is not in the BentoML model store ($BENTOML_HOME); "
+                "import the shipped models with `python -m service.store import-shipped` (make serve does this)."
+            )
+        model = OnnxModel(Path(stored.path), str(stored.tag), settings)
+        models[model.name] = model
+    return models

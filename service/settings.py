@@ -1,0 +1,71 @@
+"""Deployment settings: read once from the environment (prefix MODEL_SERVER_), validated at start-up."""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger("bentoml.modelserver")
+
+ENV_PREFIX = "MODEL_SERVER_"
+
+
+class SettingsError(RuntimeError):
+    """A setting is invalid; the message names the variable and what it accepts."""
+
+
+class Settings(BaseSettings):
+    """Every knob of a deployment. Each field is the environment variable MODEL_SERVER_<FIELD>."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    host: str = Field("127.0.0.1", description="interface the HTTP server binds")
+    port: int = Field(3000, ge=1, le=65535, description="HTTP port")
+    workers: int = Field(1, ge=1, le=64, description="server worker processes, each with its own model sessions")
+    ort_threads: int = Field(1, ge=1, le=256, description="onnxruntime intra-op threads per model session")
+    provider: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="execution provider: cuda falls back to cpu when no GPU is usable; auto picks cuda if present"
+    )
+    max_batch_size: int = Field(64, ge=1, le=4096, description="most items the batcher runs through a model at once")
+    max_batch_wait_ms: float = Field(
+        2.0, ge=0, le=1000, description="longest the batcher holds a request to let a batch fill (latency budget)"
+    )
+    max_request_bytes: int = Field(10 * 2**20, ge=1024, description="largest accepted request body; larger gets 413")
+    max_image_pixels: int = Field(
+        4096 * 4096, ge=1, description="largest accepted image (width x height); larger gets 413"
+    )
+    max_items_per_request: int = Field(256, ge=1, le=4096, description="most items in one batch request")
+    request_timeout_s: float = Field(30.0, gt=0, le=3600, description="server-side deadline of one request")
+    model_tags: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON map of model name to BentoML model tag, e.g. {"digits": "digits:3f2a9c1b07de"}; default <name>:latest',
+    )
+
+    def model_tag(self, name: str) -> str:
+        """The BentoML model-store tag serving `name`."""
+        return self.model_tags.get(name, f"{name}:latest")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; a bad value stops start-up with one clear message."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{ENV_PREFIX}{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise SettingsError(f"Invalid settings: {problems}") from None
+    cores = os.cpu_count() or 1
+    if settings.workers * settings.ort_threads > cores:
+        log.warning(
+            "workers (%d) x ort_threads (%d) exceeds the %d CPU cores: expect oversubscription",
+            settings.workers, settings.ort_threads, cores,
+        )
+    return settings

@@ -1,0 +1,58 @@
+"""Put exported models into the BentoML model store, where the service (and `bentoml build`) find them.
+
+    python -m service.store import artifacts/digits   # one exported model directory
+    python -m service.store import-shipped            # every model shipped under artifacts/
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import bentoml
+from bentoml.exceptions import NotFound
+
+from modelcore.card import CARD_FILE, METADATA_FILE, MODEL_FILE, ModelMetadata
+
+SHIPPED = Path(__file__).resolve().parent.parent / "artifacts"
+
+
+def import_model(directory: Path) -> str:
+    """Copy one exported model into the store as <name>:<version>; a no-op if that version is there."""
+    metadata = ModelMetadata.read(directory)  # also checks the ONNX file against its recorded hash
+    tag = f"{metadata.name}:{metadata.version}"
+    try:
+        return str(bentoml.models.get(tag).tag)
+    except NotFound:
+        pass
+    scalars = {key: value for key, value in metadata.metrics.items() if isinstance(value, (int, float, str))}
+    with bentoml.models.create(
+        tag,
+        labels={"task": metadata.task, "format": "onnx"},
+        metadata={"sha256": metadata.sha256, **scalars},
+    ) as model:
+        for filename in (MODEL_FILE, METADATA_FILE, CARD_FILE):
+            shutil.copy2(directory / filename, model.path_of(filename))
+    return tag
+
+
+def import_shipped(root: Path = SHIPPED) -> list[str]:
+    """Import every model directory under artifacts/."""
+    return [import_model(metadata.parent) for metadata in sorted(root.glob(f"*/{METADATA_FILE}"))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    one = commands.add_parser("import", help="import one exported model directory")
+    one.add_argument("directory", type=Path)
+    commands.add_parser("import-shipped", help="import every model under artifacts/")
+    args = parser.parse_args()
+    tags = [import_model(args.directory)] if args.command == "import" else import_shipped()
+    for tag in tags:
+        print(f"model store has {tag}")
+
+
+if __name__ == "__main__":
+    main()

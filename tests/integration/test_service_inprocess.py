@@ -1,0 +1,90 @@
+"""The ModelServer class in-process, on the tiny exported model imported into a temporary model store."""
+
+import asyncio
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from starlette.responses import JSONResponse
+
+from modelcore import digits
+from service import store
+
+
+@pytest.fixture(scope="module")
+def server(tiny_export):
+    """A ModelServer instance whose digits model is the tiny export (the only model in the temp store)."""
+    store.import_model(tiny_export)
+    from service.app import ModelServer
+
+    return ModelServer()
+
+
+def png_file(tmp_path, array: np.ndarray):
+    path = tmp_path / "digit.png"
+    Image.fromarray(array).save(path)
+    return path
+
+
+def test_server_loads_the_model_from_the_store_with_its_metadata(server, tiny_export):
+    model = server.models["digits"]
+    assert model.tag == f"digits:{model.version}"
+    assert model.provider == "CPUExecutionProvider"  # no GPU in this environment
+    assert model.info()["inputs"][0]["shape"] == ["batch", 1, 28, 28]
+
+
+def test_classify_returns_label_probabilities_and_model(server, mnist_test, tmp_path):
+    images, _ = mnist_test
+    response = asyncio.run(server.digits_classify(image=png_file(tmp_path, images[0])))
+    expected = server.models["digits"].run(digits.to_mnist_layout(images[0].astype(np.float32))[None, None])[0]
+    assert response.label == int(expected.argmax())
+    np.testing.assert_allclose(response.probabilities, expected, rtol=1e-6)
+    assert response.model.name == "digits" and len(response.probabilities) == 10
+
+
+def test_classify_answers_a_non_image_with_its_own_415(server, tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("not an image")
+    response = asyncio.run(server.digits_classify(image=path))
+    assert isinstance(response, JSONResponse) and response.status_code == 415
+    assert "PNG or JPEG" in json.loads(response.body)["error"]
+
+
+def test_classify_arrays_keeps_input_order(server, mnist_test):
+    images, _ = mnist_test
+    batch = [digits.to_mnist_layout(image.astype(np.float32)).tolist() for image in images[:5]]
+
+    async def both_orders():
+        forward = await server.digits_classify_arrays(images=batch)
+        backward = await server.digits_classify_arrays(images=batch[::-1])
+        return forward, backward
+
+    forward, backward = asyncio.run(both_orders())
+    assert [r.label for r in forward.results] == [r.label for r in backward.results][::-1]
+
+
+def test_concurrent_requests_share_batches_and_get_their_own_answers(server, mnist_test):
+    images, _ = mnist_test
+    layouts = [digits.to_mnist_layout(image.astype(np.float32)) for image in images[:32]]
+    expected = server.models["digits"].run(np.stack(layouts)[:, None]).argmax(axis=1)
+
+    async def many():
+        return await asyncio.gather(*(server.digits_classify_arrays(images=[layout.tolist()]) for layout in layouts))
+
+    answers = asyncio.run(many())
+    assert [answer.results[0].label for answer in answers] == expected.tolist()
+
+
+def test_serving_imports_no_torch():
+    code = (
+        "import sys; sys.modules['torch'] = None\n"  # any 'import torch' now fails
+        "import service.app, service.store, modelcore.digits, modelcore.images, modelcore.mnist\n"
+        "print('ok')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("ok")

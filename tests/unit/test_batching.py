@@ -1,0 +1,122 @@
+"""service.batching.MicroBatcher: concurrent requests share batches and each gets its own rows back."""
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from service.batching import MicroBatcher
+
+
+class RecordingModel:
+    """A stand-in inference function for the batcher's own tests: doubles its input, records batch sizes."""
+
+    def __init__(self, delay: float = 0.0):
+        self.batch_sizes: list[int] = []
+        self.delay = delay
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        self.gate.wait()
+        self.batch_sizes.append(len(rows))
+        return rows * 2
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_each_request_gets_its_own_rows_back_in_order():
+    model = RecordingModel()
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch_size=64, max_wait_ms=5, name="t")
+        requests = [np.full((n, 3), i, dtype=np.float32) for i, n in enumerate([1, 4, 2, 1, 3])]
+        outputs = await asyncio.gather(*(batcher.predict(r) for r in requests))
+        batcher.close()
+        return requests, outputs
+
+    requests, outputs = run(scenario())
+    for request, output in zip(requests, outputs):
+        assert np.array_equal(output, request * 2)
+    assert sum(model.batch_sizes) == 11
+
+
+def test_concurrent_requests_are_batched_up_to_the_limit():
+    model = RecordingModel()
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=0, name="t")
+        model.gate.clear()  # hold the first batch so the rest queue up behind it
+        first = asyncio.ensure_future(batcher.predict(np.zeros((1, 2))))
+        await asyncio.sleep(0.01)
+        rest = [asyncio.ensure_future(batcher.predict(np.ones((1, 2)))) for _ in range(20)]
+        await asyncio.sleep(0.01)
+        model.gate.set()
+        await asyncio.gather(first, *rest)
+        batcher.close()
+
+    run(scenario())
+    assert model.batch_sizes == [1, 8, 8, 4]
+
+
+def test_a_request_larger_than_the_batch_limit_runs_alone():
+    model = RecordingModel()
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch_size=4, max_wait_ms=1, name="t")
+        output = await batcher.predict(np.ones((10, 1)))
+        batcher.close()
+        return output
+
+    assert run(scenario()).shape == (10, 1)
+    assert model.batch_sizes == [10]
+
+
+def test_a_model_failure_reaches_every_request_of_the_batch():
+    def broken(rows):
+        raise RuntimeError("model fault")
+
+    async def scenario():
+        batcher = MicroBatcher(broken, max_batch_size=8, max_wait_ms=5, name="t")
+        results = await asyncio.gather(*(batcher.predict(np.ones((1, 1))) for _ in range(3)), return_exceptions=True)
+        batcher.close()
+        return results
+
+    results = run(scenario())
+    assert all(isinstance(result, RuntimeError) for result in results)
+
+
+def test_a_cancelled_request_does_not_disturb_the_others():
+    model = RecordingModel()
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=20, name="t")
+        gone = asyncio.ensure_future(batcher.predict(np.ones((1, 1))))
+        kept = asyncio.ensure_future(batcher.predict(np.full((1, 1), 3.0)))
+        await asyncio.sleep(0)
+        gone.cancel()
+        output = await kept
+        batcher.close()
+        return output
+
+    assert run(scenario()).tolist() == [[6.0]]
+    assert model.batch_sizes == [1]
+
+
+@pytest.mark.parametrize("wait_ms", [0.0, 2.0])
+def test_a_lone_request_is_answered_without_waiting_for_company(wait_ms):
+    model = RecordingModel()
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch_size=64, max_wait_ms=wait_ms, name="t")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await batcher.predict(np.ones((1, 1)))
+        elapsed = loop.time() - started
+        batcher.close()
+        return elapsed
+
+    assert run(scenario()) < 0.5

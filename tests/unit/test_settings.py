@@ -1,0 +1,45 @@
+"""service.settings: defaults, environment overrides and loud failures."""
+
+import pytest
+
+from service.settings import Settings, SettingsError, get_settings
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings():
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_defaults_serve_on_loopback_port_3000_with_one_thread_per_session():
+    settings = Settings()
+    assert (settings.host, settings.port, settings.workers, settings.ort_threads) == ("127.0.0.1", 3000, 1, 1)
+    assert settings.model_tag("digits") == "digits:latest"
+
+
+def test_environment_overrides_each_setting(monkeypatch):
+    monkeypatch.setenv("MODEL_SERVER_PORT", "8123")
+    monkeypatch.setenv("MODEL_SERVER_PROVIDER", "cuda")
+    monkeypatch.setenv("MODEL_SERVER_MAX_BATCH_WAIT_MS", "0.5")
+    monkeypatch.setenv("MODEL_SERVER_MODEL_TAGS", '{"digits": "digits:abc123"}')
+    settings = get_settings()
+    assert settings.port == 8123 and settings.provider == "cuda" and settings.max_batch_wait_ms == 0.5
+    assert settings.model_tag("digits") == "digits:abc123"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("MODEL_SERVER_PORT", "70000"), ("MODEL_SERVER_PROVIDER", "tpu"), ("MODEL_SERVER_WORKERS", "zero")],
+)
+def test_invalid_value_stops_start_up_naming_the_variable(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=variable):
+        get_settings()
+
+
+def test_oversubscribed_threads_are_warned_about(monkeypatch, caplog):
+    monkeypatch.setenv("MODEL_SERVER_WORKERS", "4")
+    monkeypatch.setenv("MODEL_SERVER_ORT_THREADS", "64")
+    get_settings()
+    assert "oversubscription" in caplog.text
