@@ -10,6 +10,8 @@ normalisation and softmax live inside the graph, so the service feeds pixels and
 from __future__ import annotations
 
 import argparse
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +50,18 @@ def run(checkpoint: Path, out: Path, data_dir: str | None = None) -> ModelMetada
     classifier = DigitNet(**model_config)
     classifier.load_state_dict(state_dict)
     served = Probabilities(classifier).eval()
-    path = out / MODEL_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as staging:
+        metadata = _export_verified(served, trained, model_config, Path(staging), data_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for produced in Path(staging).iterdir():  # only a fully verified export replaces the old one
+            produced.replace(out / produced.name)
+    print(f"wrote {out / MODEL_FILE} ({(out / MODEL_FILE).stat().st_size / 1024:.0f} KiB), version {metadata.version}")
+    return metadata
+
+
+def _export_verified(served, trained: dict, model_config: dict, staging: Path, data_dir: str | None) -> ModelMetadata:
+    path = staging / MODEL_FILE
     onnx_export.export(
         served,
         (torch.zeros(2, 1, digits.SIDE, digits.SIDE),),
@@ -61,8 +74,7 @@ def run(checkpoint: Path, out: Path, data_dir: str | None = None) -> ModelMetada
     parity = onnx_export.parity(served, path, feeds, ATOL, RTOL)
     print(f"parity on {parity['inputs']} test images: max |onnx - torch| = {parity['max_abs_diff']:.2e}, same label {parity['same_label']}")
     metadata = describe(trained, model_config, parity, path)
-    metadata.write(out)
-    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB), version {metadata.version}")
+    metadata.write(staging, card_extra=confusion_table(trained["metrics"]["confusion_matrix"]))
     return metadata
 
 
@@ -88,9 +100,21 @@ def describe(trained: dict, model_config: dict, parity: dict, path: Path) -> Mod
         data=trained["data"],
         training=dict(trained["training"], architecture="DigitNet", model_config=model_config),
         metrics=trained["metrics"],
-        export=dict(onnx_export.versions(), parity=parity, commit=git_commit(), dynamic_axes={"pixels": {"0": "batch"}}),
+        export=dict(onnx_export.versions(), parity=parity, commit=git_commit(), dynamic_axes={"pixels": {"0": "batch"}},
+                    command=" ".join(["python -m export.digits", *sys.argv[1:]])),
         sha256=sha256,
     )
+
+
+def confusion_table(matrix: list[list[int]]) -> str:
+    """Markdown confusion matrix of the test set: rows are true digits, columns predicted ones."""
+    header = "| true \\ predicted | " + " | ".join(digits.LABELS) + " | accuracy |"
+    rule = "|---" * (len(digits.LABELS) + 2) + "|"
+    rows = [
+        f"| **{label}** | " + " | ".join(str(count) for count in row) + f" | {row[i] / max(1, sum(row)):.2%} |"
+        for i, (label, row) in enumerate(zip(digits.LABELS, matrix))
+    ]
+    return "## Confusion matrix (official test set)\n\n" + "\n".join([header, rule, *rows]) + "\n"
 
 
 def main() -> None:

@@ -13,11 +13,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from service.digits import DigitsAPI
-from service.http import BodySizeLimit
+from service.http import BodySizeLimit, refuse_remote_uploads
 from service.runtime import OnnxModel, load_models
 from service.settings import get_settings
 
 settings = get_settings()
+refuse_remote_uploads()
 
 
 @bentoml.service(

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import io
 import json
 import logging
 from typing import Any, Awaitable, Callable, TypeVar
 
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
 from starlette.responses import JSONResponse
 
 from modelcore.errors import InputError
@@ -113,3 +116,43 @@ def _replay(body: bytes, receive: Callable) -> Callable:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replayed
+
+
+def refuse_remote_uploads() -> None:
+    """Make multipart file fields take uploaded bytes only, never a URL to fetch.
+
+    BentoML's multipart parser downloads any *text* value of a file field as a URL, from the server
+    (a request-forgery door, and a 500 when it fails). Here such a value is treated as the file's
+    content instead, so it fails image decoding with the usual 415 telling the caller to upload a file.
+    """
+    from _bentoml_impl import serde
+
+    class UploadOnlyMultipartSerde(serde.MultipartSerde):
+        @staticmethod
+        async def ensure_file(obj: Any) -> UploadFile:
+            if isinstance(obj, UploadFile):
+                return obj
+            return UploadFile(io.BytesIO(str(obj).encode("utf-8")), filename="field-value.txt")
+
+        async def parse_request(self, request: Any, cls: Any) -> Any:
+            # BentoML json-decodes unknown fields and fails with a 500 on binary ones: name them as a 400.
+            form = await request.form()
+            unknown = [name for name in form if name not in cls.model_fields]
+            if unknown:
+                raise _form_errors(cls, unknown, form)
+            return await super().parse_request(request, cls)
+
+    for media_type, handler in list(serde.ALL_SERDE.items()):
+        if handler is serde.MultipartSerde:
+            serde.ALL_SERDE[media_type] = UploadOnlyMultipartSerde
+
+
+def _form_errors(cls: Any, unknown: list[str], form: Any) -> ValidationError:
+    """A 400-bound validation error naming unexpected fields and missing required ones."""
+    errors = [{"type": "extra_forbidden", "loc": (name,), "input": "..."} for name in unknown]
+    errors += [
+        {"type": "missing", "loc": (name,), "input": "..."}
+        for name, field in cls.model_fields.items()
+        if field.is_required() and name not in form
+    ]
+    return ValidationError.from_exception_data(cls.__name__, errors)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -175,7 +176,8 @@ def train(args: argparse.Namespace) -> dict:
     meta = dict(
         model="digits",
         data=source,
-        training=dict(vars(args), out=str(args.out), seconds=round(seconds, 1), threads=threads, commit=git_commit(),
+        training=dict(vars(args), out=str(args.out), command=" ".join(["python -m training.digits", *sys.argv[1:]]),
+                      seconds=round(seconds, 1), threads=threads, commit=git_commit(),
                       best_epoch=stopper.best_epoch, history=history, torch=torch.__version__),
         metrics=dict(test_accuracy=test_acc, test_loss=test_loss, test_images=len(test_y),
                      confusion_matrix=confusion_matrix(test_y, predicted, labels=range(10)).tolist()),

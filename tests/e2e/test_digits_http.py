@@ -157,3 +157,10 @@ def test_metrics_expose_request_and_batch_figures(client, mnist_test):
     metrics = client.get("/metrics").text
     assert "modelserver_batch_size_bucket" in metrics and 'model="digits"' in metrics
     assert "modelserver_client_errors_total" in metrics
+
+
+@pytest.mark.parametrize("value", ["http://127.0.0.1:9/digit.png", "/etc/hostname", "file:///etc/passwd"])
+def test_text_in_the_image_field_is_never_fetched_or_opened(client, value):
+    response = client.post("/digits/classify", data={"image": value})
+    assert response.status_code == 415, response.text
+    assert "PNG or JPEG" in response.json()["error"]
