@@ -14,7 +14,7 @@ ifneq ($(wildcard ../shared/data/mnist/t10k-images-idx3-ubyte.gz),)
 export MNIST_DIR ?= $(abspath ../shared/data/mnist)
 endif
 
-.PHONY: serve test models train-digits export-digits digits eval-digits clean
+.PHONY: serve test models train-digits export-digits digits eval-digits train-sentiment export-sentiment sentiment eval-sentiment clean
 
 serve: $(VENV)/.serve-installed models  ## serve the shipped models on $(HOST):$(PORT) in the foreground
 	MODEL_SERVER_HOST=$(HOST) MODEL_SERVER_PORT=$(PORT) exec $(BIN)/bentoml serve service.app:ModelServer
@@ -49,6 +49,17 @@ digits: train-digits export-digits models  ## retrain, re-export and re-import t
 
 eval-digits: $(VENV)/.dev-installed  ## accuracy and throughput of a running server (URL=...)
 	$(BIN)/python -m loadtest.digits_eval --url $${URL:-http://$(HOST):$(PORT)}
+
+train-sentiment: $(VENV)/.dev-installed  ## fine-tune the sentiment model (tens of minutes on 2 cores)
+	$(BIN)/python -m training.sentiment --out runs/sentiment
+
+export-sentiment: $(VENV)/.dev-installed  ## export, quantise and evaluate runs/sentiment into artifacts/sentiment
+	$(BIN)/python -m export.sentiment --checkpoint runs/sentiment/checkpoint.pt --out artifacts/sentiment
+
+sentiment: train-sentiment export-sentiment models  ## retrain, re-export and re-import the sentiment model
+
+eval-sentiment: $(VENV)/.dev-installed  ## macro-F1 and throughput of a running server (URL=..., PER_REQUEST=1)
+	$(BIN)/python -m loadtest.sentiment_eval --url $${URL:-http://$(HOST):$(PORT)} --texts-per-request $${PER_REQUEST:-1}
 
 clean:
 	rm -rf $(VENV) .bentoml .pytest_cache

@@ -9,30 +9,15 @@ clients; prints accuracy, requests/second and latency percentiles, and exits non
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import json
 import sys
-import time
-from dataclasses import asdict, dataclass
 
-import httpx
 import numpy as np
 from PIL import Image
 
+from loadtest.http_eval import post_all
 from modelcore import mnist
-
-
-@dataclass
-class Report:
-    requests: int
-    errors: int
-    accuracy: float
-    seconds: float
-    requests_per_second: float
-    latency_ms_p50: float
-    latency_ms_p95: float
-    latency_ms_p99: float
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -41,44 +26,12 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-async def classify_all(url: str, uploads: list[bytes], concurrency: int) -> tuple[list[int | None], list[float]]:
-    """POST every upload; (label or None on error, latency seconds) per upload, in input order."""
-    labels: list[int | None] = [None] * len(uploads)
-    latencies = [0.0] * len(uploads)
-    next_index = iter(range(len(uploads)))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-
-    async def client_loop(client: httpx.AsyncClient) -> None:
-        for index in next_index:
-            started = time.perf_counter()
-            response = await client.post("/digits/classify", files={"image": ("digit.png", uploads[index], "image/png")})
-            latencies[index] = time.perf_counter() - started
-            if response.status_code == 200:
-                labels[index] = response.json()["label"]
-
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
-        await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
-    return labels, latencies
-
-
-def evaluate(url: str, images: np.ndarray, truth: np.ndarray, concurrency: int) -> Report:
+def evaluate(url: str, images: np.ndarray, truth: np.ndarray, concurrency: int) -> dict:
     """Send each image as a PNG and compare the served labels with the truth."""
-    uploads = [png_bytes(image) for image in images]
-    started = time.perf_counter()
-    labels, latencies = asyncio.run(classify_all(url, uploads, concurrency))
-    seconds = time.perf_counter() - started
-    answered = np.array([-1 if label is None else label for label in labels])
-    p50, p95, p99 = np.percentile(np.array(latencies) * 1000, [50, 95, 99])
-    return Report(
-        requests=len(uploads),
-        errors=int((answered < 0).sum()),
-        accuracy=float((answered == truth).mean()),
-        seconds=round(seconds, 2),
-        requests_per_second=round(len(uploads) / seconds, 1),
-        latency_ms_p50=round(float(p50), 2),
-        latency_ms_p95=round(float(p95), 2),
-        latency_ms_p99=round(float(p99), 2),
-    )
+    requests = [{"files": {"image": ("digit.png", png_bytes(image), "image/png")}} for image in images]
+    load = post_all(url, "/digits/classify", requests, concurrency)
+    labels = np.array([-1 if answer is None else answer["label"] for answer in load.answers])
+    return {"accuracy": float((labels == truth).mean()), "concurrency": concurrency, **load.summary()}
 
 
 def main() -> None:
@@ -89,10 +42,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="only the first N test images")
     args = parser.parse_args()
     images, truth = mnist.load("test", args.data_dir)
-    images, truth = images[: args.limit], truth[: args.limit]
-    report = evaluate(args.url, images, truth, args.concurrency)
-    print(json.dumps(asdict(report), indent=2))
-    sys.exit(1 if report.errors else 0)
+    report = evaluate(args.url, images[: args.limit], truth[: args.limit], args.concurrency)
+    print(json.dumps(report, indent=2))
+    sys.exit(1 if report["errors"] else 0)
 
 
 if __name__ == "__main__":

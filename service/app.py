@@ -15,6 +15,7 @@ from starlette.routing import Route
 from service.digits import DigitsAPI
 from service.http import BodySizeLimit, refuse_remote_uploads
 from service.runtime import OnnxModel, load_models
+from service.sentiment import SentimentAPI
 from service.settings import get_settings
 
 settings = get_settings()
@@ -27,7 +28,7 @@ refuse_remote_uploads()
     http={"host": settings.host, "port": settings.port},
     traffic={"timeout": settings.request_timeout_s},
 )
-class ModelServer(DigitsAPI):
+class ModelServer(DigitsAPI, SentimentAPI):
     """Serves every model mixed in above; /livez, /readyz, /metrics and /docs.json come from BentoML."""
 
     def __init__(self) -> None:

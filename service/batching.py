@@ -13,25 +13,27 @@ import collections
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
-
-import numpy as np
+from typing import Any, Callable
 
 log = logging.getLogger("bentoml.modelserver")
 
 
 @dataclass
 class _Request:
-    rows: np.ndarray  # (n, ...) items of one request
+    payload: Any  # one request's inputs
+    rows: int  # how many items it holds
     future: asyncio.Future = field(repr=False)
 
 
 class MicroBatcher:
-    """Queue requests, run them in batches of up to `max_batch_size` rows on one inference thread."""
+    """Queue requests, run them in batches of up to `max_batch_size` rows on one inference thread.
+
+    `run` takes the payloads of one batch and returns one output per payload, in order.
+    """
 
     def __init__(
         self,
-        run: Callable[[np.ndarray], np.ndarray],
+        run: Callable[[list[Any]], list[Any]],
         max_batch_size: int,
         max_wait_ms: float,
         name: str,
@@ -48,12 +50,12 @@ class MicroBatcher:
         # One inference thread per model: batches run one after another, each using the session's threads.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-inference")
 
-    async def predict(self, rows: np.ndarray) -> np.ndarray:
-        """Outputs for `rows` (n, ...), computed in a batch with whatever else is queued."""
+    async def predict(self, payload: Any, rows: int) -> Any:
+        """The output for one request's payload of `rows` items, computed in a batch with whatever else is queued."""
         self._ensure_started()
-        request = _Request(rows, asyncio.get_running_loop().create_future())
+        request = _Request(payload, rows, asyncio.get_running_loop().create_future())
         self._pending.append(request)
-        self._pending_rows += len(rows)
+        self._pending_rows += rows
         self._arrived.set()
         return await request.future
 
@@ -87,29 +89,28 @@ class MicroBatcher:
 
     def _take_batch(self) -> list[_Request]:
         batch, rows = [], 0
-        while self._pending and (not batch or rows + len(self._pending[0].rows) <= self._max_rows):
+        while self._pending and (not batch or rows + self._pending[0].rows <= self._max_rows):
             request = self._pending.popleft()
-            self._pending_rows -= len(request.rows)
+            self._pending_rows -= request.rows
             if not request.future.done():  # the client may have gone away meanwhile
                 batch.append(request)
-                rows += len(request.rows)
+                rows += request.rows
         return batch
 
     async def _run_batch(self, batch: list[_Request]) -> None:
-        inputs = batch[0].rows if len(batch) == 1 else np.concatenate([request.rows for request in batch])
+        rows = sum(request.rows for request in batch)
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            outputs = await loop.run_in_executor(self._executor, self._run, inputs)
+            outputs = await loop.run_in_executor(self._executor, self._run, [request.payload for request in batch])
         except Exception as exc:  # a fault of the model itself: every request in the batch shares it
-            log.exception("inference failed for a batch of %d rows", len(inputs))
+            log.exception("inference failed for a batch of %d rows", rows)
             for request in batch:
                 if not request.future.done():
                     request.future.set_exception(exc)
             return
-        self._on_batch(len(inputs), loop.time() - started)
-        offsets = np.cumsum([len(request.rows) for request in batch])[:-1]
-        for request, output in zip(batch, np.split(outputs, offsets)):
+        self._on_batch(rows, loop.time() - started)
+        for request, output in zip(batch, outputs):
             if not request.future.done():
                 request.future.set_result(output)
 

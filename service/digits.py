@@ -61,7 +61,7 @@ class DigitsAPI:
         any size, colour or grey, dark-on-light or light-on-dark)."""
         pixels = await asyncio.to_thread(upload_to_pixels, image)
         model = self.models[NAME]
-        (prediction,) = predictions(await model.predict(pixels))
+        (prediction,) = predictions(await model.predict({"pixels": pixels}))
         return DigitResponse(**prediction, model=model.reference())
 
     @bentoml.api(route="/digits/classify-arrays")
@@ -73,4 +73,4 @@ class DigitsAPI:
         """Classify digits already in MNIST layout: a list of 28x28 arrays, white on black, values 0-255."""
         pixels = np.asarray(images, dtype=np.float32)[:, None]  # (N, 1, 28, 28)
         model = self.models[NAME]
-        return DigitArraysResponse(results=predictions(await model.predict(pixels)), model=model.reference())
+        return DigitArraysResponse(results=predictions(await model.predict({"pixels": pixels})), model=model.reference())

@@ -45,17 +45,39 @@ def create_session(path: Path, settings: Settings) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=choose_providers(settings.provider))
 
 
+def collate(feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Stack requests' inputs along the batch axis; shorter trailing axes (token sequences) are zero-padded.
+
+    Zero padding is safe for token inputs because the attention mask is padded with zeros too.
+    """
+    if len(feeds) == 1:
+        return feeds[0]
+    return {name: _stack([feed[name] for feed in feeds]) for name in feeds[0]}
+
+
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    trailing = tuple(np.max([array.shape[1:] for array in arrays], axis=0))
+    if all(array.shape[1:] == trailing for array in arrays):
+        return np.concatenate(arrays)
+    stacked = np.zeros((sum(len(array) for array in arrays), *trailing), dtype=arrays[0].dtype)
+    start = 0
+    for array in arrays:
+        stacked[(slice(start, start + len(array)), *(slice(0, size) for size in array.shape[1:]))] = array
+        start += len(array)
+    return stacked
+
+
 class OnnxModel:
     """One model from the model store, ready to serve: validated metadata, warm session, batcher."""
 
     def __init__(self, directory: Path, tag: str, settings: Settings) -> None:
+        self.directory = directory
         self.metadata = ModelMetadata.read(directory)
         self.tag = tag
         self.session = create_session(directory / MODEL_FILE, settings)
         self.provider = self.session.get_providers()[0]
-        self._input = self.metadata.inputs[0].name
         self.batcher = MicroBatcher(
-            self.run,
+            self.run_requests,
             settings.max_batch_size,
             settings.max_batch_wait_ms,
             name=self.metadata.name,
@@ -72,19 +94,24 @@ class OnnxModel:
     def version(self) -> str:
         return self.metadata.version
 
-    def run(self, inputs: np.ndarray) -> np.ndarray:
-        """Synchronous inference on one batch (called on the batcher's inference thread)."""
-        return self.session.run(None, {self._input: inputs})[0]
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Synchronous inference on one batch: the graph's first output."""
+        return self.session.run(None, feeds)[0]
 
-    async def predict(self, inputs: np.ndarray) -> np.ndarray:
-        """Inference on a request's rows, batched with concurrent requests."""
-        return await self.batcher.predict(inputs)
+    def run_requests(self, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+        """Several requests' inputs in one inference call; one output array per request."""
+        outputs = self.run(collate(feeds))
+        sizes = [len(next(iter(feed.values()))) for feed in feeds]
+        return np.split(outputs, np.cumsum(sizes)[:-1])
+
+    async def predict(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Inference on one request's inputs (arrays with a leading batch axis), batched with concurrent requests."""
+        return await self.batcher.predict(feeds, rows=len(next(iter(feeds.values()))))
 
     def warm_up(self) -> None:
-        """One inference on zeros of the declared input shape, so the first request is not slow."""
-        spec = self.metadata.inputs[0]
-        shape = [1 if isinstance(dim, str) else dim for dim in spec.shape]
-        self.run(np.zeros(shape, dtype=np.dtype(spec.dtype)))
+        """One inference on zeros of every declared input, so the first request is not slow."""
+        self.run({spec.name: np.zeros([1 if isinstance(dim, str) else dim for dim in spec.shape], dtype=np.dtype(spec.dtype))
+                  for spec in self.metadata.inputs})
 
     def info(self) -> dict[str, Any]:
         """What the models endpoint says about this model."""

@@ -39,7 +39,10 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         4096 * 4096, ge=1, description="largest accepted image (width x height); larger gets 413"
     )
-    max_items_per_request: int = Field(256, ge=1, le=4096, description="most items in one batch request")
+    max_items_per_request: int = Field(256, ge=1, le=4096, description="most items (arrays, texts) in one request")
+    max_text_chars: int = Field(
+        5000, ge=1, le=1_000_000, description="longest accepted text; texts over the model window are truncated anyway"
+    )
     request_timeout_s: float = Field(30.0, gt=0, le=3600, description="server-side deadline of one request")
     model_tags: dict[str, str] = Field(
         default_factory=dict,

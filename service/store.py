@@ -13,7 +13,7 @@ from pathlib import Path
 import bentoml
 from bentoml.exceptions import NotFound
 
-from modelcore.card import CARD_FILE, METADATA_FILE, MODEL_FILE, ModelMetadata
+from modelcore.card import METADATA_FILE, ModelMetadata
 
 SHIPPED = Path(__file__).resolve().parent.parent / "artifacts"
 
@@ -32,8 +32,9 @@ def import_model(directory: Path) -> str:
         labels={"task": metadata.task, "format": "onnx"},
         metadata={"sha256": metadata.sha256, **scalars},
     ) as model:
-        for filename in (MODEL_FILE, METADATA_FILE, CARD_FILE):
-            shutil.copy2(directory / filename, model.path_of(filename))
+        for path in directory.iterdir():  # the ONNX file, metadata, card and any artefact (e.g. tokenizer.json)
+            if path.is_file():
+                shutil.copy2(path, model.path_of(path.name))
     return tag
 
 

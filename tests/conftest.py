@@ -59,3 +59,24 @@ def tiny_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory)
     out = tmp_path_factory.mktemp("tiny-export")
     export_digits.run(tiny_checkpoint, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_sentiment_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real MiniLM sentiment model fine-tuned for one batch."""
+    from training import sentiment as train_sentiment
+
+    out = tmp_path_factory.mktemp("tiny-sentiment-run")
+    train_sentiment.train(train_sentiment.parse_args(["--dry-run", "--out", str(out)]))
+    return out / "checkpoint.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_sentiment_export(tiny_sentiment_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one-batch sentiment model exported (fp32 and INT8 evaluated on 64 test texts, INT8 shipped)."""
+    from export import sentiment as export_sentiment
+
+    out = tmp_path_factory.mktemp("tiny-sentiment-export")
+    # A one-batch model's F1 is noise: let the export ship INT8 whatever it scores.
+    export_sentiment.run(tiny_sentiment_checkpoint, out, limit=64, max_f1_drop=1.0)
+    return out

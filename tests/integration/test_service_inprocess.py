@@ -16,9 +16,10 @@ from service import store
 
 
 @pytest.fixture(scope="module")
-def server(tiny_export):
-    """A ModelServer instance whose digits model is the tiny export (the only model in the temp store)."""
+def server(tiny_export, tiny_sentiment_export):
+    """A ModelServer instance serving the tiny exports (the only models in the temp store)."""
     store.import_model(tiny_export)
+    store.import_model(tiny_sentiment_export)
     from service.app import ModelServer
 
     return ModelServer()
@@ -40,7 +41,7 @@ def test_server_loads_the_model_from_the_store_with_its_metadata(server, tiny_ex
 def test_classify_returns_label_probabilities_and_model(server, mnist_test, tmp_path):
     images, _ = mnist_test
     response = asyncio.run(server.digits_classify(image=png_file(tmp_path, images[0])))
-    expected = server.models["digits"].run(digits.to_mnist_layout(images[0].astype(np.float32))[None, None])[0]
+    expected = server.models["digits"].run({"pixels": digits.to_mnist_layout(images[0].astype(np.float32))[None, None]})[0]
     assert response.label == int(expected.argmax())
     np.testing.assert_allclose(response.probabilities, expected, rtol=1e-6)
     assert response.model.name == "digits" and len(response.probabilities) == 10
@@ -70,7 +71,7 @@ def test_classify_arrays_keeps_input_order(server, mnist_test):
 def test_concurrent_requests_share_batches_and_get_their_own_answers(server, mnist_test):
     images, _ = mnist_test
     layouts = [digits.to_mnist_layout(image.astype(np.float32)) for image in images[:32]]
-    expected = server.models["digits"].run(np.stack(layouts)[:, None]).argmax(axis=1)
+    expected = server.models["digits"].run({"pixels": np.stack(layouts)[:, None]}).argmax(axis=1)
 
     async def many():
         return await asyncio.gather(*(server.digits_classify_arrays(images=[layout.tolist()]) for layout in layouts))
@@ -88,3 +89,31 @@ def test_serving_imports_no_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("ok")
+
+
+def test_sentiment_returns_one_result_per_text_in_order(server):
+    texts = ["I love it", "word " * 200, "😡 worst delay ever"]
+
+    async def forward_and_back():
+        return await server.sentiment_classify(texts=texts), await server.sentiment_classify(texts=texts[::-1])
+
+    forward, backward = asyncio.run(forward_and_back())
+    assert [r.truncated for r in forward.results] == [False, True, False]
+    assert [r.probabilities for r in forward.results] == [r.probabilities for r in backward.results][::-1]
+    assert all(set(r.probabilities) == {"negative", "neutral", "positive"} for r in forward.results)
+    assert forward.model.name == "sentiment"
+
+
+def test_concurrent_sentiment_requests_of_different_lengths_batch_correctly(server):
+    texts = [f"flight number {i} was " + "really " * i + "late" for i in range(12)]
+
+    async def alone_then_together():
+        alone = [await server.sentiment_classify(texts=[text]) for text in texts]
+        together = await asyncio.gather(*(server.sentiment_classify(texts=[text]) for text in texts))
+        return alone, together
+
+    alone, together = asyncio.run(alone_then_together())
+    # Dynamic INT8 quantisation scales activations per batch, so batch-mates shift probabilities slightly.
+    for one, other in zip(alone, together):
+        np.testing.assert_allclose(list(one.results[0].probabilities.values()),
+                                   list(other.results[0].probabilities.values()), atol=0.05)

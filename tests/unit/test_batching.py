@@ -18,10 +18,14 @@ class RecordingModel:
         self.gate = threading.Event()
         self.gate.set()
 
-    def __call__(self, rows: np.ndarray) -> np.ndarray:
+    def __call__(self, payloads: list[np.ndarray]) -> list[np.ndarray]:
         self.gate.wait()
-        self.batch_sizes.append(len(rows))
-        return rows * 2
+        self.batch_sizes.append(sum(len(payload) for payload in payloads))
+        return [payload * 2 for payload in payloads]
+
+
+async def predict(batcher: MicroBatcher, rows: np.ndarray):
+    return await batcher.predict(rows, rows=len(rows))
 
 
 def run(coroutine):
@@ -34,7 +38,7 @@ def test_each_request_gets_its_own_rows_back_in_order():
     async def scenario():
         batcher = MicroBatcher(model, max_batch_size=64, max_wait_ms=5, name="t")
         requests = [np.full((n, 3), i, dtype=np.float32) for i, n in enumerate([1, 4, 2, 1, 3])]
-        outputs = await asyncio.gather(*(batcher.predict(r) for r in requests))
+        outputs = await asyncio.gather(*(predict(batcher, r) for r in requests))
         batcher.close()
         return requests, outputs
 
@@ -50,9 +54,9 @@ def test_concurrent_requests_are_batched_up_to_the_limit():
     async def scenario():
         batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=0, name="t")
         model.gate.clear()  # hold the first batch so the rest queue up behind it
-        first = asyncio.ensure_future(batcher.predict(np.zeros((1, 2))))
+        first = asyncio.ensure_future(predict(batcher, np.zeros((1, 2))))
         await asyncio.sleep(0.01)
-        rest = [asyncio.ensure_future(batcher.predict(np.ones((1, 2)))) for _ in range(20)]
+        rest = [asyncio.ensure_future(predict(batcher, np.ones((1, 2)))) for _ in range(20)]
         await asyncio.sleep(0.01)
         model.gate.set()
         await asyncio.gather(first, *rest)
@@ -67,7 +71,7 @@ def test_a_request_larger_than_the_batch_limit_runs_alone():
 
     async def scenario():
         batcher = MicroBatcher(model, max_batch_size=4, max_wait_ms=1, name="t")
-        output = await batcher.predict(np.ones((10, 1)))
+        output = await predict(batcher, np.ones((10, 1)))
         batcher.close()
         return output
 
@@ -76,12 +80,12 @@ def test_a_request_larger_than_the_batch_limit_runs_alone():
 
 
 def test_a_model_failure_reaches_every_request_of_the_batch():
-    def broken(rows):
+    def broken(payloads):
         raise RuntimeError("model fault")
 
     async def scenario():
         batcher = MicroBatcher(broken, max_batch_size=8, max_wait_ms=5, name="t")
-        results = await asyncio.gather(*(batcher.predict(np.ones((1, 1))) for _ in range(3)), return_exceptions=True)
+        results = await asyncio.gather(*(predict(batcher, np.ones((1, 1))) for _ in range(3)), return_exceptions=True)
         batcher.close()
         return results
 
@@ -94,8 +98,8 @@ def test_a_cancelled_request_does_not_disturb_the_others():
 
     async def scenario():
         batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=20, name="t")
-        gone = asyncio.ensure_future(batcher.predict(np.ones((1, 1))))
-        kept = asyncio.ensure_future(batcher.predict(np.full((1, 1), 3.0)))
+        gone = asyncio.ensure_future(predict(batcher, np.ones((1, 1))))
+        kept = asyncio.ensure_future(predict(batcher, np.full((1, 1), 3.0)))
         await asyncio.sleep(0)
         gone.cancel()
         output = await kept
@@ -114,9 +118,26 @@ def test_a_lone_request_is_answered_without_waiting_for_company(wait_ms):
         batcher = MicroBatcher(model, max_batch_size=64, max_wait_ms=wait_ms, name="t")
         loop = asyncio.get_running_loop()
         started = loop.time()
-        await batcher.predict(np.ones((1, 1)))
+        await predict(batcher, np.ones((1, 1)))
         elapsed = loop.time() - started
         batcher.close()
         return elapsed
 
     assert run(scenario()) < 0.5
+
+
+def test_collate_pads_token_sequences_of_different_lengths():
+    from service.runtime import collate
+
+    short = {"ids": np.array([[5, 6]]), "mask": np.array([[1, 1]])}
+    long = {"ids": np.array([[7, 8, 9], [1, 2, 3]]), "mask": np.ones((2, 3), dtype=int)}
+    merged = collate([short, long])
+    assert merged["ids"].tolist() == [[5, 6, 0], [7, 8, 9], [1, 2, 3]]
+    assert merged["mask"].tolist() == [[1, 1, 0], [1, 1, 1], [1, 1, 1]]
+
+
+def test_collate_concatenates_fixed_shape_inputs():
+    from service.runtime import collate
+
+    merged = collate([{"pixels": np.zeros((1, 1, 4, 4))}, {"pixels": np.ones((2, 1, 4, 4))}])
+    assert merged["pixels"].shape == (3, 1, 4, 4) and merged["pixels"][1:].min() == 1

