@@ -142,7 +142,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def train(args: argparse.Namespace) -> dict:
     """Run the whole training; returns the metadata written beside the checkpoint."""
-    started = time.perf_counter()
+    started, commit = time.perf_counter(), git_commit()  # the code that runs, before anyone edits the tree
     generator = seed_everything(args.seed)
     threads = use_threads(args.threads)
     (train_x, train_y), (val_x, val_y), (test_x, test_y), source = load_data(args)
@@ -177,7 +177,7 @@ def train(args: argparse.Namespace) -> dict:
         model="digits",
         data=source,
         training=dict(vars(args), out=str(args.out), command=" ".join(["python -m training.digits", *sys.argv[1:]]),
-                      seconds=round(seconds, 1), threads=threads, commit=git_commit(),
+                      seconds=round(seconds, 1), threads=threads, commit=commit,
                       best_epoch=stopper.best_epoch, history=history, torch=torch.__version__),
         metrics=dict(test_accuracy=test_acc, test_loss=test_loss, test_images=len(test_y),
                      confusion_matrix=confusion_matrix(test_y, predicted, labels=range(10)).tolist()),

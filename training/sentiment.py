@@ -128,7 +128,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def train(args: argparse.Namespace) -> dict:
     """Run the whole fine-tuning; returns the metadata written beside the checkpoint."""
-    started = time.perf_counter()
+    started, commit = time.perf_counter(), git_commit()  # the code that runs, before anyone edits the tree
     seed_everything(args.seed)
     threads = use_threads(args.threads)
     rng = np.random.default_rng(args.seed)
@@ -190,7 +190,7 @@ def train(args: argparse.Namespace) -> dict:
         data=dict(PROVENANCE, **corpus_stats),
         encoder=ENCODER,
         training=dict(vars(args), out=str(args.out), corpus=args.corpus, seconds=round(seconds, 1), threads=threads,
-                      command=" ".join(["python -m training.sentiment", *sys.argv[1:]]), commit=git_commit(),
+                      command=" ".join(["python -m training.sentiment", *sys.argv[1:]]), commit=commit,
                       best_step=stopper.best_epoch, history=history, torch=torch.__version__),
         metrics=dict(pytorch_test=test, test_texts=len(splits["test"]),
                      confusion_matrix=confusion_matrix(splits["test"].labels, test_probabilities.argmax(1), labels=range(3)).tolist()),
