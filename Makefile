@@ -14,7 +14,7 @@ ifneq ($(wildcard ../shared/data/mnist/t10k-images-idx3-ubyte.gz),)
 export MNIST_DIR ?= $(abspath ../shared/data/mnist)
 endif
 
-.PHONY: serve test models train-digits export-digits digits eval-digits train-sentiment export-sentiment sentiment eval-sentiment clean
+.PHONY: serve test models train-digits export-digits digits eval-digits train-sentiment export-sentiment sentiment eval-sentiment train-denoise export-denoise denoise eval-denoise clean
 
 serve: $(VENV)/.serve-installed models  ## serve the shipped models on $(HOST):$(PORT) in the foreground
 	MODEL_SERVER_HOST=$(HOST) MODEL_SERVER_PORT=$(PORT) exec $(BIN)/bentoml serve service.app:ModelServer
@@ -60,6 +60,17 @@ sentiment: train-sentiment export-sentiment models  ## retrain, re-export and re
 
 eval-sentiment: $(VENV)/.dev-installed  ## macro-F1 and throughput of a running server (URL=..., PER_REQUEST=1)
 	$(BIN)/python -m loadtest.sentiment_eval --url $${URL:-http://$(HOST):$(PORT)} --texts-per-request $${PER_REQUEST:-1}
+
+train-denoise: $(VENV)/.dev-installed  ## train the denoiser (about 30 min on 2 cores)
+	$(BIN)/python -m training.denoise --out runs/denoise
+
+export-denoise: $(VENV)/.dev-installed  ## export runs/denoise and evaluate it against NL-means and TV on the test images
+	$(BIN)/python -m export.denoise --checkpoint runs/denoise/checkpoint.pt --out artifacts/denoise
+
+denoise: train-denoise export-denoise models  ## retrain, re-export and re-import the denoiser
+
+eval-denoise: $(VENV)/.dev-installed  ## PSNR of a running server's /denoise on the test images (URL=...)
+	$(BIN)/python -m loadtest.denoise_eval --url $${URL:-http://$(HOST):$(PORT)}
 
 clean:
 	rm -rf $(VENV) .bentoml .pytest_cache

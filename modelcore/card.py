@@ -27,6 +27,10 @@ class TensorSpec(BaseModel):
     shape: list[int | str]
     dtype: str
     description: str = ""
+    example_shape: list[int] | None = Field(None, description="a valid concrete shape, for warm-up; default: 1 per named axis")
+
+    def example(self) -> list[int]:
+        return self.example_shape or [1 if isinstance(dim, str) else dim for dim in self.shape]
 
 
 class ModelMetadata(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 from http import HTTPStatus
 
 import numpy as np
@@ -86,3 +87,52 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
 def decode_grey(data: bytes, max_pixels: int) -> np.ndarray:
     """Decode an upload to a greyscale float32 array in [0, 255], or raise InputError."""
     return to_grey(open_image(data, max_pixels))
+
+
+@dataclass
+class Planes:
+    """An image split into float planes in [0, 1] for per-channel processing, and how to put it back."""
+
+    planes: list[np.ndarray]  # each (height, width) float32
+    alpha: np.ndarray | None  # (height, width) uint8, passed through untouched
+    mode: str  # mode of the rebuilt image: "L", "RGB" or "I;16" (+ alpha: "LA", "RGBA")
+
+
+def split_planes(image: Image.Image) -> Planes:
+    """Per-channel float planes of a decoded image: grey -> 1 plane, colour -> R, G, B; alpha kept aside."""
+    if image.mode in WIDE_MODES:
+        pixels = np.asarray(image, dtype=np.float32)
+        top = 65535.0 if image.mode.startswith("I;16") or pixels.max(initial=0) > 255 else 255.0
+        return Planes([np.clip(pixels / top, 0, 1)], None, "I;16")
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    grey = image.mode in ("1", "L", "LA") or (image.mode in ("P", "PA") and _palette_is_grey(image))
+    working = ("L" if grey else "RGB") + ("A" if has_alpha else "")
+    pixels = np.asarray(image.convert(working), dtype=np.float32) / 255.0
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    colour = pixels[..., : 1 if grey else 3]
+    alpha = (pixels[..., -1] * 255).round().astype(np.uint8) if has_alpha else None
+    return Planes([colour[..., c] for c in range(colour.shape[-1])], alpha, working.rstrip("A"))
+
+
+def _palette_is_grey(image: Image.Image) -> bool:
+    rgb = np.asarray(image.convert("RGB"))
+    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+
+
+def merge_planes(planes: Planes) -> Image.Image:
+    """Rebuild an image from (processed) planes: same size; grey, colour, 16-bit and alpha preserved."""
+    if planes.mode == "I;16":
+        return Image.fromarray((np.clip(planes.planes[0], 0, 1) * 65535).round().astype(np.uint16))
+    channels = [(np.clip(plane, 0, 1) * 255).round().astype(np.uint8) for plane in planes.planes]
+    if planes.alpha is not None:
+        channels.append(planes.alpha)
+    stacked = channels[0] if len(channels) == 1 else np.stack(channels, axis=-1)
+    return Image.fromarray(stacked)
+
+
+def encode_png(image: Image.Image) -> bytes:
+    """Lossless PNG bytes (fast compression: the response is made per request)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()

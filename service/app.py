@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from service.denoise import DenoiseAPI
 from service.digits import DigitsAPI
 from service.http import BodySizeLimit, refuse_remote_uploads
 from service.runtime import OnnxModel, load_models
@@ -28,7 +29,7 @@ refuse_remote_uploads()
     http={"host": settings.host, "port": settings.port},
     traffic={"timeout": settings.request_timeout_s},
 )
-class ModelServer(DigitsAPI, SentimentAPI):
+class ModelServer(DigitsAPI, SentimentAPI, DenoiseAPI):
     """Serves every model mixed in above; /livez, /readyz, /metrics and /docs.json come from BentoML."""
 
     def __init__(self) -> None:

@@ -74,6 +74,7 @@ class OnnxModel:
         self.directory = directory
         self.metadata = ModelMetadata.read(directory)
         self.tag = tag
+        self.max_run_elements = settings.max_run_elements
         self.session = create_session(directory / MODEL_FILE, settings)
         self.provider = self.session.get_providers()[0]
         self.batcher = MicroBatcher(
@@ -95,8 +96,19 @@ class OnnxModel:
         return self.metadata.version
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """Synchronous inference on one batch: the graph's first output."""
-        return self.session.run(None, feeds)[0]
+        """Synchronous inference on one batch: the graph's first output.
+
+        Batches over max_run_elements input values run in row chunks, so a request of many large
+        tiles cannot take the process's memory with it.
+        """
+        rows = len(next(iter(feeds.values())))
+        per_row = max(1, sum(array[0].size for array in feeds.values()))
+        chunk = max(1, self.max_run_elements // per_row)
+        if rows <= chunk:
+            return self.session.run(None, feeds)[0]
+        parts = [self.session.run(None, {name: array[start : start + chunk] for name, array in feeds.items()})[0]
+                 for start in range(0, rows, chunk)]
+        return np.concatenate(parts)
 
     def run_requests(self, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
         """Several requests' inputs in one inference call; one output array per request."""
@@ -110,8 +122,7 @@ class OnnxModel:
 
     def warm_up(self) -> None:
         """One inference on zeros of every declared input, so the first request is not slow."""
-        self.run({spec.name: np.zeros([1 if isinstance(dim, str) else dim for dim in spec.shape], dtype=np.dtype(spec.dtype))
-                  for spec in self.metadata.inputs})
+        self.run({spec.name: np.zeros(spec.example(), dtype=np.dtype(spec.dtype)) for spec in self.metadata.inputs})
 
     def info(self) -> dict[str, Any]:
         """What the models endpoint says about this model."""

@@ -39,11 +39,17 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         4096 * 4096, ge=1, description="largest accepted image (width x height); larger gets 413"
     )
+    max_denoise_pixels: int = Field(
+        2 * 2**20, ge=1, description="largest image /denoise accepts (width x height); larger gets 413"
+    )
+    max_run_elements: int = Field(
+        2**20, ge=1024, description="most input values one inference call takes; bigger batches run in chunks (bounds memory)"
+    )
     max_items_per_request: int = Field(256, ge=1, le=4096, description="most items (arrays, texts) in one request")
     max_text_chars: int = Field(
         5000, ge=1, le=1_000_000, description="longest accepted text; texts over the model window are truncated anyway"
     )
-    request_timeout_s: float = Field(30.0, gt=0, le=3600, description="server-side deadline of one request")
+    request_timeout_s: float = Field(60.0, gt=0, le=3600, description="server-side deadline of one request")
     model_tags: dict[str, str] = Field(
         default_factory=dict,
         description='JSON map of model name to BentoML model tag, e.g. {"digits": "digits:3f2a9c1b07de"}; default <name>:latest',

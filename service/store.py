@@ -23,9 +23,13 @@ def import_model(directory: Path) -> str:
     metadata = ModelMetadata.read(directory)  # also checks the ONNX file against its recorded hash
     tag = f"{metadata.name}:{metadata.version}"
     try:
-        return str(bentoml.models.get(tag).tag)
+        stored = bentoml.models.get(tag)
     except NotFound:
         pass
+    else:
+        if _same_files(directory, Path(stored.path)):
+            return tag
+        bentoml.models.delete(tag)  # same weights, updated metadata or card: replace the entry
     scalars = {key: value for key, value in metadata.metrics.items() if isinstance(value, (int, float, str))}
     with bentoml.models.create(
         tag,
@@ -36,6 +40,11 @@ def import_model(directory: Path) -> str:
             if path.is_file():
                 shutil.copy2(path, model.path_of(path.name))
     return tag
+
+
+def _same_files(directory: Path, stored: Path) -> bool:
+    return all((stored / path.name).is_file() and (stored / path.name).read_bytes() == path.read_bytes()
+               for path in directory.iterdir() if path.is_file())
 
 
 def import_shipped(root: Path = SHIPPED) -> list[str]:

@@ -80,3 +80,23 @@ def tiny_sentiment_export(tiny_sentiment_checkpoint: Path, tmp_path_factory: pyt
     # A one-batch model's F1 is noise: let the export ship INT8 whatever it scores.
     export_sentiment.run(tiny_sentiment_checkpoint, out, limit=64, max_f1_drop=1.0)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_denoise_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real, narrow denoiser trained for one batch on the real training images."""
+    from training import denoise as train_denoise
+
+    out = tmp_path_factory.mktemp("tiny-denoise-run")
+    train_denoise.train(train_denoise.parse_args(["--dry-run", "--out", str(out), "--depth", "4", "--width", "8"]))
+    return out / "checkpoint.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_denoise_export(tiny_denoise_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny denoiser exported and parity-checked (no test-set evaluation)."""
+    from export import denoise as export_denoise
+
+    out = tmp_path_factory.mktemp("tiny-denoise-export")
+    export_denoise.run(tiny_denoise_checkpoint, out, quick=True)
+    return out

@@ -16,10 +16,10 @@ from service import store
 
 
 @pytest.fixture(scope="module")
-def server(tiny_export, tiny_sentiment_export):
+def server(tiny_export, tiny_sentiment_export, tiny_denoise_export):
     """A ModelServer instance serving the tiny exports (the only models in the temp store)."""
-    store.import_model(tiny_export)
-    store.import_model(tiny_sentiment_export)
+    for export in (tiny_export, tiny_sentiment_export, tiny_denoise_export):
+        store.import_model(export)
     from service.app import ModelServer
 
     return ModelServer()
@@ -80,10 +80,11 @@ def test_concurrent_requests_share_batches_and_get_their_own_answers(server, mni
     assert [answer.results[0].label for answer in answers] == expected.tolist()
 
 
-def test_serving_imports_no_torch():
+def test_serving_imports_nothing_outside_the_serve_extras():
+    training_only = ["torch", "sklearn", "skimage", "transformers", "matplotlib", "onnx", "mlxtend"]
     code = (
-        "import sys; sys.modules['torch'] = None\n"  # any 'import torch' now fails
-        "import service.app, service.store, modelcore.digits, modelcore.images, modelcore.mnist\n"
+        f"import sys; sys.modules.update(dict.fromkeys({training_only!r}))\n"  # importing any of them now fails
+        "import service.app, service.store\n"
         "print('ok')"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -117,3 +118,30 @@ def test_concurrent_sentiment_requests_of_different_lengths_batch_correctly(serv
     for one, other in zip(alone, together):
         np.testing.assert_allclose(list(one.results[0].probabilities.values()),
                                    list(other.results[0].probabilities.values()), atol=0.05)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA"])
+def test_denoise_answers_a_png_of_the_same_size_and_mode(server, tmp_path, mode):
+    import skimage.data
+
+    path = tmp_path / f"photo-{mode}.png"
+    Image.fromarray(skimage.data.astronaut()[:90, :120]).convert(mode).save(path)
+    response = asyncio.run(server.denoise(image=path, sigma=None))
+    assert response.status_code == 200 and response.media_type == "image/png"
+    result = Image.open(io.BytesIO(response.body))
+    assert result.size == (120, 90) and result.mode == mode
+    assert len(response.headers["x-noise-sigma"].split(",")) == (1 if mode in ("L", "LA") else 3)
+
+
+def test_denoise_uses_the_callers_noise_level_hint(server, tmp_path):
+    path = tmp_path / "grey.png"
+    Image.fromarray(np.full((40, 40), 128, dtype=np.uint8)).save(path)
+    response = asyncio.run(server.denoise(image=path, sigma=33.0))
+    assert response.headers["x-noise-sigma"] == "33.00"
+
+
+def test_denoise_refuses_images_over_its_pixel_limit(server, tmp_path):
+    path = tmp_path / "big.png"
+    Image.new("L", (2048, 1100)).save(path)  # 2.25 Mpx > the 2 Mpx default
+    response = asyncio.run(server.denoise(image=path, sigma=None))
+    assert response.status_code == 413 and "pixels" in json.loads(response.body)["error"]

@@ -1,0 +1,96 @@
+"""Denoising helpers shared by training, evaluation and serving (numpy only).
+
+The network works on one greyscale plane in [0, 1] at a time, with a noise-level map: colour images
+are denoised channel by channel. Large images are cut into overlapping tiles so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Median absolute deviation of Gaussian noise is 0.6745 sigma.
+MAD_TO_SIGMA = 1 / 0.6745
+MAX_SIGMA = 75.0  # on the 0-255 scale; estimates or hints above are clamped
+
+
+def estimate_sigma(plane: np.ndarray) -> float:
+    """Noise standard deviation (0-255 scale) of a plane in [0, 1], from the finest Haar diagonal detail.
+
+    Donoho's robust estimator: image content is sparse in the diagonal band, noise is not.
+    """
+    height, width = plane.shape[0] // 2 * 2, plane.shape[1] // 2 * 2
+    if height == 0 or width == 0:
+        return 0.0
+    x = plane[:height, :width].astype(np.float64)
+    diagonal = (x[0::2, 0::2] - x[0::2, 1::2] - x[1::2, 0::2] + x[1::2, 1::2]) / 2.0
+    return float(min(MAX_SIGMA, np.median(np.abs(diagonal)) * MAD_TO_SIGMA * 255.0))
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Square tiles of `size` pixels whose centres (all but `overlap` on each side) cover the plane."""
+
+    size: int = 256
+    overlap: int = 24
+
+    @property
+    def step(self) -> int:
+        return self.size - 2 * self.overlap
+
+    def cut(self, plane: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """(tiles (N, size, size), grid (rows, cols)) of a plane, reflect-padded at the borders."""
+        height, width = plane.shape
+        rows, cols = -(-height // self.step), -(-width // self.step)
+        padded = np.pad(
+            plane,
+            ((self.overlap, rows * self.step - height + self.overlap), (self.overlap, cols * self.step - width + self.overlap)),
+            mode="reflect" if min(height, width) > self.overlap else "edge",
+        )
+        tiles = [padded[r * self.step : r * self.step + self.size, c * self.step : c * self.step + self.size]
+                 for r in range(rows) for c in range(cols)]
+        return np.stack(tiles), (rows, cols)
+
+    def stitch(self, tiles: np.ndarray, grid: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+        """Inverse of cut: keep each tile's centre, drop the overlaps."""
+        rows, cols = grid
+        inner = tiles[:, self.overlap : self.size - self.overlap, self.overlap : self.size - self.overlap]
+        plane = inner.reshape(rows, cols, self.step, self.step).transpose(0, 2, 1, 3).reshape(rows * self.step, cols * self.step)
+        return plane[: shape[0], : shape[1]]
+
+
+def add_noise(clean: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Additive Gaussian noise (sigma on the 0-255 scale), clipped and quantised like a saved 8-bit image."""
+    noisy = clean + rng.normal(0.0, sigma / 255.0, clean.shape)
+    return np.round(np.clip(noisy, 0.0, 1.0) * 255.0) / 255.0
+
+
+def psnr(reference: np.ndarray, estimate: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB for images in [0, 1]."""
+    mse = float(np.mean((reference.astype(np.float64) - estimate.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
+
+
+def tiling_for(shape: tuple[int, int], max_tile: int = 512, overlap: int = 24) -> Tiling:
+    """One tile for small images (just big enough, even-sized), max_tile tiles for large ones."""
+    needed = max(shape) + 2 * overlap
+    size = min(max_tile, -(-needed // 8) * 8)  # a multiple of 8: even for pixel-unshuffle, friendly to kernels
+    return Tiling(size=size, overlap=overlap)
+
+
+def to_tiles(plane: np.ndarray, sigma: float | None, max_tile: int = 512) -> tuple[dict[str, np.ndarray], Tiling, tuple[int, int]]:
+    """Network inputs for one plane: {"noisy": (N, 1, S, S) float32, "sigma": (N, 1) float32}, and how to undo the tiling.
+
+    `sigma` (0-255 scale) is the caller's hint; None estimates it from the plane.
+    """
+    level = estimate_sigma(plane) if sigma is None else float(np.clip(sigma, 0.0, MAX_SIGMA))
+    tiling = tiling_for(plane.shape, max_tile)
+    tiles, grid = tiling.cut(plane.astype(np.float32))
+    feeds = {"noisy": tiles[:, None], "sigma": np.full((len(tiles), 1), level, dtype=np.float32)}
+    return feeds, tiling, grid
+
+
+def from_tiles(output: np.ndarray, tiling: Tiling, grid: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """(N, 1, S', S') network output (S' >= S when batched with larger tiles) -> the denoised (H, W) plane."""
+    return tiling.stitch(output[:, 0, : tiling.size, : tiling.size], grid, shape)

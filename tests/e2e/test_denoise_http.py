@@ -1,0 +1,65 @@
+"""The shipped denoiser behind a real server: quality on the test images, and its bad-input answers."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from loadtest.denoise_eval import evaluate, png
+from modelcore.card import ModelMetadata
+
+pytestmark = pytest.mark.e2e
+# Targets against scikit-image's non-local means, in dB of mean PSNR over the seven test images.
+MARGIN_OVER_NL_MEANS = {"sigma_15": 0.0, "sigma_25": 0.5, "sigma_50": 0.5}
+
+
+def test_served_blind_denoising_beats_non_local_means_by_the_target_margins(server_url, shipped_dir):
+    report = evaluate(server_url, ModelMetadata.read(shipped_dir / "denoise"))
+    print(f"\nserved denoise PSNR: {report}")
+    for key, margin in MARGIN_OVER_NL_MEANS.items():
+        assert report[key]["margin_db"] >= margin, (key, report[key])
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "I;16"])
+def test_answer_is_a_png_of_the_same_size_and_mode(client, mode):
+    import skimage.data
+
+    image = Image.fromarray(skimage.data.coffee()[:100, :150]).convert("L" if mode == "I;16" else mode)
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(image, dtype=np.uint16) * 257)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    response = client.post("/denoise", files={"image": ("x.png", buffer.getvalue(), "image/png")})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    result = Image.open(io.BytesIO(response.content))
+    assert result.size == (150, 100) and result.mode == mode
+    assert response.headers["x-model-name"] == "denoise"
+
+
+def test_noise_level_hint_is_accepted(client):
+    data = png(np.random.default_rng(0).random((64, 64)))
+    response = client.post("/denoise", files={"image": ("n.png", data, "image/png")}, data={"sigma": "20"})
+    assert response.status_code == 200 and response.headers["x-noise-sigma"] == "20.00"
+
+
+@pytest.mark.parametrize(
+    ("case", "files", "data", "status"),
+    [
+        ("not_an_image", {"image": ("a.txt", b"plain text", "text/plain")}, None, 415),
+        ("empty_file", {"image": ("e.png", b"", "image/png")}, None, 400),
+        ("over_pixel_limit", {"image": ("big.png", None, "image/png")}, None, 413),
+        ("sigma_out_of_range", {"image": ("s.png", None, "image/png")}, {"sigma": "500"}, 400),
+        ("sigma_not_a_number", {"image": ("s.png", None, "image/png")}, {"sigma": "loud"}, 400),
+    ],
+)
+def test_bad_requests_get_their_4xx(client, case, files, data, status):
+    name, content, kind = files["image"]
+    if content is None:
+        size = (2048, 1100) if case == "over_pixel_limit" else (32, 32)
+        buffer = io.BytesIO()
+        Image.new("L", size).save(buffer, format="PNG")
+        content = buffer.getvalue()
+    response = client.post("/denoise", files={"image": (name, content, kind)}, data=data)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]

