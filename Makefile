@@ -9,6 +9,7 @@ PORT ?= 3000
 export BENTOML_HOME ?= $(CURDIR)/.bentoml
 export BENTOML_DO_NOT_TRACK := True
 export ORT_DISABLE_TELEMETRY := 1
+export PYTHONUNBUFFERED := 1
 # Training data: ../shared/data/mnist when it is there, otherwise the loader downloads and verifies MNIST.
 ifneq ($(wildcard ../shared/data/mnist/t10k-images-idx3-ubyte.gz),)
 export MNIST_DIR ?= $(abspath ../shared/data/mnist)

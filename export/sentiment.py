@@ -31,7 +31,7 @@ from sklearn.pipeline import make_pipeline, make_union
 from export import onnx_export
 from modelcore.card import MODEL_FILE, ModelMetadata, TensorSpec, file_sha256
 from modelcore.sentiment import LABELS, TOKENIZER_FILE, Encoded, TextEncoder
-from modelcore.sentiment_corpus import load_splits
+from modelcore.sentiment_corpus import PROVENANCE, load_splits
 from training.common import git_commit, load_checkpoint
 from training.sentiment import SentimentNet, encoder_dir, length_batches, scores
 
@@ -233,7 +233,7 @@ def describe(trained, model_config, parity, variants, chosen, report, path: Path
         preprocessing={"function": "modelcore.sentiment.TextEncoder", "tokenizer": TOKENIZER_FILE,
                        "tokenizer_kind": "BERT WordPiece, uncased (from all-MiniLM-L6-v2)", "max_length": model_config["max_length"],
                        "cleaning": "NFC normalisation, whitespace folded", "truncation": "to max_length tokens; reported per text"},
-        data=trained["data"],
+        data=dict(trained["data"], **PROVENANCE),  # the corpus description as the code states it now
         training=dict(trained["training"], encoder=trained["encoder"], model_config=model_config),
         metrics={"test_accuracy": variants[chosen]["accuracy"], "test_macro_f1": variants[chosen]["macro_f1"],
                  "test_texts": len(variants[chosen]["predicted"]), "variants": summary,

