@@ -39,7 +39,7 @@ def choose_providers(wanted: str) -> list[str]:
 def create_session(path: Path, settings: Settings) -> ort.InferenceSession:
     """An inference session with the configured threads and provider (CUDA falls back to CPU)."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = settings.ort_threads
+    options.intra_op_num_threads = settings.session_threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), options, providers=choose_providers(settings.provider))

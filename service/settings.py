@@ -27,7 +27,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="interface the HTTP server binds")
     port: int = Field(3000, ge=1, le=65535, description="HTTP port")
     workers: int = Field(1, ge=1, le=64, description="server worker processes, each with its own model sessions")
-    ort_threads: int = Field(1, ge=1, le=256, description="onnxruntime intra-op threads per model session")
+    ort_threads: int = Field(
+        0, ge=0, le=256, description="onnxruntime intra-op threads per model session; 0 = CPU cores / workers"
+    )
     provider: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="execution provider: cuda falls back to cpu when no GPU is usable; auto picks cuda if present"
     )
@@ -55,6 +57,11 @@ class Settings(BaseSettings):
         description='JSON map of model name to BentoML model tag, e.g. {"digits": "digits:3f2a9c1b07de"}; default <name>:latest',
     )
 
+    @property
+    def session_threads(self) -> int:
+        """Intra-op threads each session gets: the setting, or an even share of the cores per worker."""
+        return self.ort_threads or max(1, (os.cpu_count() or 1) // self.workers)
+
     def model_tag(self, name: str) -> str:
         """The BentoML model-store tag serving `name`."""
         return self.model_tags.get(name, f"{name}:latest")
@@ -72,9 +79,9 @@ def get_settings() -> Settings:
         )
         raise SettingsError(f"Invalid settings: {problems}") from None
     cores = os.cpu_count() or 1
-    if settings.workers * settings.ort_threads > cores:
+    if settings.workers * settings.session_threads > cores:
         log.warning(
             "workers (%d) x ort_threads (%d) exceeds the %d CPU cores: expect oversubscription",
-            settings.workers, settings.ort_threads, cores,
+            settings.workers, settings.session_threads, cores,
         )
     return settings

@@ -1,5 +1,7 @@
 """service.settings: defaults, environment overrides and loud failures."""
 
+import os
+
 import pytest
 
 from service.settings import Settings, SettingsError, get_settings
@@ -12,10 +14,19 @@ def fresh_settings():
     get_settings.cache_clear()
 
 
-def test_defaults_serve_on_loopback_port_3000_with_one_thread_per_session():
+def test_defaults_serve_on_loopback_port_3000_with_one_worker_using_every_core():
     settings = Settings()
-    assert (settings.host, settings.port, settings.workers, settings.ort_threads) == ("127.0.0.1", 3000, 1, 1)
+    assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 3000, 1)
+    assert settings.session_threads == max(1, os.cpu_count() or 1)
     assert settings.model_tag("digits") == "digits:latest"
+
+
+def test_session_threads_share_the_cores_between_workers(monkeypatch):
+    monkeypatch.setenv("MODEL_SERVER_WORKERS", "2")
+    assert get_settings().session_threads == max(1, (os.cpu_count() or 1) // 2)
+    monkeypatch.setenv("MODEL_SERVER_ORT_THREADS", "3")
+    get_settings.cache_clear()
+    assert get_settings().session_threads == 3
 
 
 def test_environment_overrides_each_setting(monkeypatch):
