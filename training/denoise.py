@@ -115,10 +115,15 @@ def split_planes(planes: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.nd
     return [p[:, :c] for p, c in zip(planes, cut)], [p[:, c:] for p, c in zip(planes, cut)]
 
 
-def random_patches(planes: list[np.ndarray], count: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """(count, size, size) random crops, area-weighted over images, with random flips and 90-degree turns."""
+def random_patches(planes: list[np.ndarray], count: int, size: int, rng: np.random.Generator,
+                   by_area: bool = False) -> np.ndarray:
+    """(count, size, size) random crops with random flips and 90-degree turns.
+
+    Each plane is equally likely by default, so a few large images (retina, hubble, digit sheets) do
+    not crowd out the natural photographs the test images resemble; `by_area` weights by pixel count.
+    """
     usable = [p for p in planes if min(p.shape) >= size]
-    weights = np.array([p.size for p in usable], dtype=np.float64)
+    weights = np.array([p.size if by_area else 1.0 for p in usable], dtype=np.float64)
     chosen = rng.choice(len(usable), count, p=weights / weights.sum())
     patches = np.empty((count, size, size), dtype=np.float32)
     for i, index in enumerate(chosen):
@@ -136,7 +141,7 @@ def noisy_batch(clean: np.ndarray, sigmas: np.ndarray, rng: np.random.Generator)
 def validation_set(planes: list[np.ndarray], size: int, per_sigma: int):
     """Fixed (seeded) noisy/clean validation patches at sigma 15, 25 and 50."""
     rng = np.random.default_rng(1234)
-    clean = random_patches(planes, per_sigma * len(VALIDATION_SIGMAS), size, rng)
+    clean = random_patches(planes, per_sigma * len(VALIDATION_SIGMAS), size, rng, by_area=True)
     sigmas = np.repeat(np.array(VALIDATION_SIGMAS, dtype=np.float32), per_sigma)
     return clean, noisy_batch(clean, sigmas, rng), sigmas
 
@@ -154,7 +159,9 @@ def validation_psnr(model: nn.Module, clean: np.ndarray, noisy: np.ndarray, sigm
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/denoise"))
-    parser.add_argument("--steps", type=int, default=3000, help="maximum training steps")
+    parser.add_argument("--steps", type=int, default=5000, help="maximum training steps")
+    parser.add_argument("--sampling", choices=("image", "area"), default="image",
+                        help="pick training patches from each image equally often, or in proportion to its area")
     parser.add_argument("--eval-every", type=int, default=250, help="steps between validation checks")
     parser.add_argument("--patience", type=int, default=4, help="validation checks without improvement before stopping")
     parser.add_argument("--batch-size", type=int, default=24)
@@ -187,7 +194,7 @@ def train(args: argparse.Namespace) -> dict:
     progress = tqdm(range(1, steps + 1), desc="training", unit="step", mininterval=5)
     for step in progress:
         model.train()
-        clean = random_patches(train_planes, args.batch_size, args.patch, rng)
+        clean = random_patches(train_planes, args.batch_size, args.patch, rng, by_area=args.sampling == "area")
         sigmas = rng.uniform(0, MAX_SIGMA, args.batch_size).astype(np.float32)
         noisy = torch.from_numpy(noisy_batch(clean, sigmas, rng))[:, None]
         loss = F.mse_loss(model(noisy, torch.from_numpy(sigmas)[:, None]), torch.from_numpy(clean)[:, None])
