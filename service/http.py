@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 import logging
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -56,26 +55,24 @@ class BodySizeLimit:
             return await self.app(scope, receive, send)
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            return await self._reject(send, declared)
+            return await self._reject(scope, receive, send, declared)
         if declared is None and scope.get("method") in ("POST", "PUT", "PATCH"):
             # Chunked upload of unknown length: read it (bounded) first, then replay it.
             body, too_large = await _read_bounded(receive, self.max_bytes)
             if too_large:
-                return await self._reject(send, None)
+                return await self._reject(scope, receive, send, None)
             receive = _replay(body, receive)
         return await self.app(scope, receive, send)
 
-    async def _reject(self, send: Callable, size: int | None) -> None:
+    async def _reject(self, scope: dict, receive: Callable, send: Callable, size: int | None) -> None:
         described = f"{size:,} bytes" if size is not None else "larger than that"
         message = (
             f"Request body is {described}; the limit is {self.max_bytes:,} bytes "
             "(MODEL_SERVER_MAX_REQUEST_BYTES). Send a smaller image or fewer items per request."
         )
-        body = json.dumps({"error": message}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                   (b"connection", b"close")]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        response = error_response(413, message)
+        response.headers["connection"] = "close"  # the unread body would otherwise poison the connection
+        await response(scope, receive, send)
 
 
 def _content_length(scope: dict) -> int | None:
