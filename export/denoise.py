@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -227,9 +226,7 @@ def run(checkpoint: Path, out: Path, quick: bool = False) -> ModelMetadata:
     denoiser = Denoiser(**model_config)
     denoiser.load_state_dict(state_dict)
     served = Clamped(denoiser).eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as staging:
-        staging = Path(staging)
+    with onnx_export.staged(out) as staging:
         path = staging / MODEL_FILE
         export_graph(served, path)
         checked = parity(served, path, {name: clean for name, (clean, _) in noisy_test_set(25.0).items()})
@@ -244,9 +241,6 @@ def run(checkpoint: Path, out: Path, quick: bool = False) -> ModelMetadata:
         print(f"timing: {metrics['timing']}")
         metadata = describe(trained, model_config, checked, metrics, path)
         metadata.write(staging, card_extra=extra)
-        out.mkdir(parents=True, exist_ok=True)
-        for produced in staging.iterdir():
-            produced.replace(out / produced.name)
     print(f"wrote {out / MODEL_FILE}, version {metadata.version}")
     return metadata
 

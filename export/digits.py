@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -50,12 +49,8 @@ def run(checkpoint: Path, out: Path, data_dir: str | None = None) -> ModelMetada
     classifier = DigitNet(**model_config)
     classifier.load_state_dict(state_dict)
     served = Probabilities(classifier).eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as staging:
-        metadata = _export_verified(served, trained, model_config, Path(staging), data_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        for produced in Path(staging).iterdir():  # only a fully verified export replaces the old one
-            produced.replace(out / produced.name)
+    with onnx_export.staged(out) as staging:
+        metadata = _export_verified(served, trained, model_config, staging, data_dir)
     print(f"wrote {out / MODEL_FILE} ({(out / MODEL_FILE).stat().st_size / 1024:.0f} KiB), version {metadata.version}")
     return metadata
 

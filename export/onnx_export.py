@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import onnx
@@ -72,3 +74,15 @@ def parity(module: torch.nn.Module, path: Path, feeds: dict[str, np.ndarray], at
 def versions() -> dict[str, str]:
     """Library versions that produced the file."""
     return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__, "opset": str(OPSET)}
+
+
+@contextlib.contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """A scratch directory beside `out`; its files replace those in `out` only if the block succeeds."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as staging:
+        yield Path(staging)
+        out.mkdir(parents=True, exist_ok=True)
+        for produced in Path(staging).iterdir():  # only a fully verified export replaces the old one
+            produced.replace(out / produced.name)
+

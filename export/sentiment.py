@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -121,9 +120,7 @@ def run(checkpoint: Path, out: Path, corpus: str | None = None, limit: int | Non
     test = splits["test"] if limit is None else splits["test"].sample(limit)
     text_encoder = TextEncoder(encoder_dir() / TOKENIZER_FILE, model_config["max_length"])
     encoded = text_encoder.encode(test.texts)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=out.parent) as staging:
-        staging = Path(staging)
+    with onnx_export.staged(out) as staging:
         fp32, int8 = staging / "model-fp32.onnx", staging / "model-int8.onnx"
         export_fp32(served, fp32)
         parity = _parity(served, fp32, encoded)
@@ -138,9 +135,6 @@ def run(checkpoint: Path, out: Path, corpus: str | None = None, limit: int | Non
         report = _report(test.labels, variants, chosen, baseline_probabilities, limit)
         metadata = describe(trained, model_config, parity, variants, chosen, report, staging / MODEL_FILE, max_f1_drop)
         metadata.write(staging, card_extra=report["markdown"])
-        out.mkdir(parents=True, exist_ok=True)
-        for produced in staging.iterdir():
-            produced.replace(out / produced.name)
     print(report["text"])
     print(f"shipped {chosen}: {out / MODEL_FILE} ({(out / MODEL_FILE).stat().st_size / 2**20:.1f} MiB), version {metadata.version}")
     return metadata

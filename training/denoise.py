@@ -13,7 +13,6 @@ training image is held out; fixed noisy patches from it drive early stopping.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path

@@ -1,6 +1,5 @@
 """The shipped sentiment model behind a real server, called over HTTP."""
 
-import json
 
 import pytest
 
