@@ -22,7 +22,7 @@ import torch
 
 from export import onnx_export
 from modelcore.card import MODEL_FILE, ModelMetadata, TensorSpec, file_sha256
-from modelcore.denoise import estimate_sigma, from_tiles, psnr, to_tiles
+from modelcore.denoise import add_noise, estimate_sigma, from_tiles, psnr, to_tiles
 from modelcore.denoise_data import TEST_SIGMAS, noisy_test_set
 from training.common import git_commit, load_checkpoint
 from training.denoise import Denoiser, grey
@@ -103,24 +103,25 @@ def tuning_crops() -> list[np.ndarray]:
 
 def tune_baselines(sigma: float) -> dict[str, float]:
     """Best NL-means h factor (x estimated sigma) and TV weight at this noise level, on the tuning crops."""
-    from skimage.restoration import denoise_nl_means, denoise_tv_chambolle
+    from skimage.restoration import denoise_tv_chambolle
 
     rng = np.random.default_rng([7, int(sigma)])
-    pairs = [(crop, _noisy(crop, sigma, rng)) for crop in tuning_crops()]
+    pairs = [(crop, add_noise(crop, sigma, rng)) for crop in tuning_crops()]
 
     def mean_psnr(method) -> float:
         return float(np.mean([psnr(clean, method(noisy)) for clean, noisy in pairs]))
 
-    factor = max(NLM_FACTORS, key=lambda k: mean_psnr(lambda x: denoise_nl_means(
-        x, h=k * _blind_sigma(x), sigma=_blind_sigma(x), patch_size=5, patch_distance=6, fast_mode=True)))
+    factor = max(NLM_FACTORS, key=lambda k: mean_psnr(lambda x: nl_means(x, k)))
     weight = max(TV_WEIGHTS, key=lambda w: mean_psnr(lambda x: denoise_tv_chambolle(x, weight=w)))
     return {"nlm_h_factor": factor, "tv_weight": weight}
 
 
-def _noisy(clean: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    from modelcore.denoise import add_noise
+def nl_means(noisy: np.ndarray, h_factor: float) -> np.ndarray:
+    """scikit-image non-local means with h = h_factor x the blind noise estimate."""
+    from skimage.restoration import denoise_nl_means
 
-    return add_noise(clean, sigma, rng)
+    level = _blind_sigma(noisy)
+    return denoise_nl_means(noisy, h=h_factor * level, sigma=level, patch_size=5, patch_distance=6, fast_mode=True)
 
 
 def _blind_sigma(noisy: np.ndarray) -> float:
@@ -131,17 +132,15 @@ def _blind_sigma(noisy: np.ndarray) -> float:
 def evaluate(model: OnnxDenoiser) -> tuple[list[dict], dict]:
     """PSNR/SSIM of every method on every test image at every sigma; plus the tuned baseline settings."""
     from skimage.metrics import structural_similarity
-    from skimage.restoration import denoise_nl_means, denoise_tv_chambolle
+    from skimage.restoration import denoise_tv_chambolle
 
     rows, tuned = [], {}
     for sigma in TEST_SIGMAS:
         tuned[sigma] = settings = tune_baselines(sigma)
         for name, (clean, noisy) in noisy_test_set(sigma).items():
-            level = _blind_sigma(noisy)
             outputs = {
                 "noisy": noisy,
-                "nl_means": denoise_nl_means(noisy, h=settings["nlm_h_factor"] * level, sigma=level,
-                                             patch_size=5, patch_distance=6, fast_mode=True),
+                "nl_means": nl_means(noisy, settings["nlm_h_factor"]),
                 "tv": denoise_tv_chambolle(noisy, weight=settings["tv_weight"]),
                 "model_blind": model(noisy),
                 "model_sigma_hint": model(noisy, sigma),
@@ -178,23 +177,18 @@ def table(summary: dict) -> str:
     return "\n".join(lines) + "\n\nTargets (model blind minus NL-means): " + "; ".join(verdicts) + "."
 
 
-def figure(model: OnnxDenoiser, path: Path, sigma: float = 25.0) -> None:
+def figure(model: OnnxDenoiser, path: Path, h_factor: float, sigma: float = 25.0) -> None:
     """Crops of three test images: noisy / NL-means / model (blind) / clean."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from skimage.restoration import denoise_nl_means
-
-    settings = tune_baselines(sigma)
     chosen = ["camera", "astronaut", "coffee"]
     test_set = noisy_test_set(sigma)
     fig, axes = plt.subplots(len(chosen), 4, figsize=(12, 3 * len(chosen)))
     for row, name in enumerate(chosen):
         clean, noisy = test_set[name]
-        level = _blind_sigma(noisy)
-        nlm = denoise_nl_means(noisy, h=settings["nlm_h_factor"] * level, sigma=level, patch_size=5, patch_distance=6, fast_mode=True)
-        panels = {"noisy": noisy, "NL-means": nlm, "model (blind)": model(noisy), "clean": clean}
+        panels = {"noisy": noisy, "NL-means": nl_means(noisy, h_factor), "model (blind)": model(noisy), "clean": clean}
         for col, (title, image) in enumerate(panels.items()):
             crop = image[100:228, 150:278]
             axes[row, col].imshow(crop, cmap="gray", vmin=0, vmax=1)
@@ -236,7 +230,7 @@ def run(checkpoint: Path, out: Path, quick: bool = False) -> ModelMetadata:
             rows, tuned = evaluate(model)
             metrics.update(summary=summarise(rows), per_image=rows, tuned_baselines={str(k): v for k, v in tuned.items()})
             extra = "## PSNR / SSIM on the seven test images (mean)\n\n" + table(metrics["summary"]) + f"\n\n![crops]({FIGURE_FILE})\n"
-            figure(model, staging / FIGURE_FILE)
+            figure(model, staging / FIGURE_FILE, h_factor=tuned[25.0]["nlm_h_factor"])  # the tuning evaluate() did
             print(table(metrics["summary"]))
         print(f"timing: {metrics['timing']}")
         metadata = describe(trained, model_config, checked, metrics, path)

@@ -60,8 +60,3 @@ def pad(sequences: list[np.ndarray], pad_id: int, truncated: list[bool]) -> Enco
         attention_mask[row, : len(ids)] = 1
     return Encoded(input_ids, attention_mask, truncated)
 
-
-def merge(batches: list[Encoded], pad_id: int) -> Encoded:
-    """Several requests' encodings as one batch, re-padded to the longest sequence of all."""
-    sequences = [ids[mask.astype(bool)] for batch in batches for ids, mask in zip(batch.input_ids, batch.attention_mask)]
-    return pad(sequences, pad_id, [flag for batch in batches for flag in batch.truncated])

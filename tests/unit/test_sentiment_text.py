@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from modelcore.sentiment import TOKENIZER_FILE, TextEncoder, clean_text, merge
+from modelcore.sentiment import TOKENIZER_FILE, TextEncoder, clean_text
 from modelcore.sentiment_corpus import deduplicate, duplicate_key, load_splits
 from training.sentiment import encoder_dir
 
@@ -34,13 +34,6 @@ def test_texts_over_the_window_are_truncated_and_flagged(encoder):
 def test_any_unicode_text_encodes(encoder, text):
     encoded = encoder.encode([text])
     assert encoded.attention_mask.sum() >= 3  # [CLS], at least one token, [SEP]
-
-
-def test_merge_re_pads_encodings_of_different_widths(encoder):
-    a, b = encoder.encode(["hi"]), encoder.encode(["a longer text here", "x"])
-    merged = merge([a, b], encoder.pad_id)
-    assert len(merged) == 3 and merged.input_ids.shape[1] == b.input_ids.shape[1]
-    assert merged.truncated == a.truncated + b.truncated
 
 
 def test_retweets_links_and_case_count_as_duplicates():
