@@ -1,6 +1,6 @@
 """Train the image denoiser: an FFDNet-style residual CNN conditioned on a noise-level map.
 
-    python -m training.denoise                          # full run (about 30 min on 2 cores)
+    python -m training.denoise                          # full run (about 35 min on 2 cores)
     python -m training.denoise --dry-run --out /tmp/d   # one batch, for tests
 
 Data: real images bundled with scikit-image and scikit-learn (public domain / CC0) and MNIST training
@@ -13,6 +13,7 @@ training image is held out; fixed noisy patches from it drive early stopping.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -155,14 +156,26 @@ def validation_psnr(model: nn.Module, clean: np.ndarray, noisy: np.ndarray, sigm
     return float(errors.mean()), per_sigma
 
 
+def resolve_precision(requested: str) -> str:
+    """"auto" -> bf16 where the CPU computes it natively (about 2x faster convolutions here), else fp32."""
+    if requested == "auto":
+        return "bf16" if torch.cpu._is_avx512_bf16_supported() else "fp32"
+    return requested
+
+
+def autocast(precision: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for the forward pass; weights, BatchNorm and the loss stay float32, as does the export."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/denoise"))
-    parser.add_argument("--steps", type=int, default=5000, help="maximum training steps")
+    parser.add_argument("--steps", type=int, default=11000, help="maximum training steps")
     parser.add_argument("--sampling", choices=("image", "area"), default="image",
                         help="pick training patches from each image equally often, or in proportion to its area")
-    parser.add_argument("--eval-every", type=int, default=250, help="steps between validation checks")
-    parser.add_argument("--patience", type=int, default=4, help="validation checks without improvement before stopping")
+    parser.add_argument("--eval-every", type=int, default=500, help="steps between validation checks")
+    parser.add_argument("--patience", type=int, default=5, help="validation checks without improvement before stopping")
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--patch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -170,6 +183,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="training arithmetic: bf16 autocast where the CPU supports it natively (auto), or fp32")
     parser.add_argument("--dry-run", action="store_true", help="one training batch and a small validation set")
     return parser.parse_args(argv)
 
@@ -178,7 +193,7 @@ def train(args: argparse.Namespace) -> dict:
     """Run the whole training; returns the metadata written beside the checkpoint."""
     started, commit = time.perf_counter(), git_commit()
     seed_everything(args.seed)
-    threads = use_threads(args.threads)
+    threads, precision = use_threads(args.threads), resolve_precision(args.precision)
     rng = np.random.default_rng(args.seed)
     train_planes, validation_planes = split_planes(training_planes())
     validation = validation_set(validation_planes, args.patch, per_sigma=4 if args.dry_run else 64)
@@ -189,14 +204,16 @@ def train(args: argparse.Namespace) -> dict:
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=steps, pct_start=0.05)
     stopper = EarlyStopping(patience=args.patience)
     best_state, history, running = None, [], 0.0
-    print(f"denoise: {len(train_planes)} training planes, {len(validation[0])} validation patches, {threads} threads")
+    print(f"denoise: {len(train_planes)} training planes, {len(validation[0])} validation patches, {threads} threads, {precision}")
     progress = tqdm(range(1, steps + 1), desc="training", unit="step", mininterval=5)
     for step in progress:
         model.train()
         clean = random_patches(train_planes, args.batch_size, args.patch, rng, by_area=args.sampling == "area")
         sigmas = rng.uniform(0, MAX_SIGMA, args.batch_size).astype(np.float32)
         noisy = torch.from_numpy(noisy_batch(clean, sigmas, rng))[:, None]
-        loss = F.mse_loss(model(noisy, torch.from_numpy(sigmas)[:, None]), torch.from_numpy(clean)[:, None])
+        with autocast(precision):
+            denoised = model(noisy, torch.from_numpy(sigmas)[:, None])
+        loss = F.mse_loss(denoised.float(), torch.from_numpy(clean)[:, None])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -219,7 +236,7 @@ def train(args: argparse.Namespace) -> dict:
     meta = dict(
         model="denoise",
         data=PROVENANCE,
-        training=dict(vars(args), out=str(args.out), seconds=round(seconds, 1), threads=threads, commit=commit,
+        training=dict(vars(args), out=str(args.out), seconds=round(seconds, 1), threads=threads, precision=precision, commit=commit,
                       command=" ".join(["python -m training.denoise", *sys.argv[1:]]), max_sigma=MAX_SIGMA,
                       best_step=stopper.best_epoch, history=history, torch=torch.__version__),
         metrics={"validation": history[-1] if history else {}},
