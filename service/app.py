@@ -14,8 +14,9 @@ from starlette.routing import Route
 
 from service.denoise import DenoiseAPI
 from service.digits import DigitsAPI
+from service.guards import AdmissionLimit, ApiKeyAuth
 from service.http import BodySizeLimit, refuse_remote_uploads
-from service.runtime import OnnxModel, load_models
+from service.runtime import OnnxModel, load_models, verify_store
 from service.sentiment import SentimentAPI
 from service.settings import get_settings
 
@@ -23,10 +24,23 @@ settings = get_settings()
 refuse_remote_uploads()
 
 
+def cors_config() -> dict:
+    """BentoML's CORS settings: off unless origins are configured (MODEL_SERVER_CORS_ORIGINS)."""
+    if not settings.cors_origins:
+        return {"enabled": False}
+    return {
+        "enabled": True,
+        "access_control_allow_origins": settings.cors_origins,
+        "access_control_allow_methods": ["GET", "POST"],
+        "access_control_allow_headers": ["Authorization", "X-API-Key", "Content-Type"],
+        "access_control_expose_headers": ["X-Model-Name", "X-Model-Version", "X-Noise-Sigma", "Retry-After"],
+    }
+
+
 @bentoml.service(
     name="modelserver",
     workers=settings.workers,
-    http={"host": settings.host, "port": settings.port},
+    http={"host": settings.host, "port": settings.port, "cors": cors_config()},
     traffic={"timeout": settings.request_timeout_s},
 )
 class ModelServer(DigitsAPI, SentimentAPI, DenoiseAPI):
@@ -51,5 +65,16 @@ async def list_models(_: Request) -> JSONResponse:
     return JSONResponse({"models": [model.info() for model in server.models.values()]})
 
 
+# Outermost first: unauthenticated requests take no capacity, and nothing over capacity reads its body.
+if settings.api_key is not None:
+    ModelServer.add_asgi_middleware(
+        ApiKeyAuth, api_key=settings.api_key.get_secret_value(), exempt_paths=settings.auth_exempt_paths
+    )
+ModelServer.add_asgi_middleware(
+    AdmissionLimit, max_in_flight=settings.max_concurrent_requests, retry_after_s=settings.retry_after_s
+)
 ModelServer.add_asgi_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
 ModelServer.mount_asgi_app(Starlette(routes=[Route("/models", list_models, methods=["GET"])]), path="/")
+
+# Refuse to start (one clear line, non-zero exit) rather than crash-loop workers on a missing or corrupt model.
+verify_store(ModelServer.inner)

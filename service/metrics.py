@@ -33,3 +33,14 @@ def observe_batch(model: str, rows: int, seconds: float) -> None:
 
 def count_client_error(model: str, status: int) -> None:
     client_errors.labels(model=model, status=str(status)).inc()
+
+
+rejected_requests = bentoml.metrics.Counter(
+    name="modelserver_rejected_requests_total",
+    documentation="Requests refused before any model work, by reason (overloaded, unauthorised)",
+    labelnames=["reason"],
+)
+
+
+def count_rejection(reason: str) -> None:
+    rejected_requests.labels(reason=reason).inc()

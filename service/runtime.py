@@ -140,21 +140,51 @@ class ModelNotFoundError(RuntimeError):
     """A served model is missing from the BentoML model store."""
 
 
-def load_models(server_class: type, settings: Settings) -> dict[str, OnnxModel]:
-    """Load every model the server class declares (its BentoModel class attributes), keyed by name."""
+def declared_models(server_class: type) -> list[Any]:
+    """The BentoModel references a server class declares as class attributes."""
     import bentoml  # the runtime core above stays importable without a server
 
-    models: dict[str, OnnxModel] = {}
-    for attribute in dir(server_class):
-        reference = getattr(server_class, attribute)
-        if not isinstance(reference, bentoml.models.BentoModel):
-            continue
-        stored = reference.stored
-        if stored is None:
-            raise ModelNotFoundError(
-                f"Model {reference.tag} is not in the BentoML model store ($BENTOML_HOME); "
-                "import the shipped models with `python -m service.store import-shipped` (make serve does this)."
+    references = (getattr(server_class, attribute) for attribute in dir(server_class))
+    return [reference for reference in references if isinstance(reference, bentoml.models.BentoModel)]
+
+
+def stored_directory(reference: Any) -> Path:
+    """Where the model store keeps a declared model; a clear error when it is not there."""
+    stored = reference.stored
+    if stored is None:
+        raise ModelNotFoundError(
+            f"Model {reference.tag} is not in the BentoML model store ($BENTOML_HOME); "
+            "import the shipped models with `python -m service.store import-shipped` (make serve does this)."
+        )
+    return Path(stored.path)
+
+
+def verify_store(server_class: type) -> None:
+    """Exit with one clear line when a declared model is missing, unreadable or fails its SHA-256 check.
+
+    Runs when the service is imported, so `bentoml serve` stops before starting workers instead of
+    restarting them in a loop; a model file that does not match its metadata is never served.
+    """
+    problems = []
+    for reference in declared_models(server_class):
+        try:
+            ModelMetadata.read(stored_directory(reference))
+        except ModelNotFoundError as exc:
+            problems.append(str(exc))
+        except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+            problems.append(
+                f"{reference.tag} is damaged ({str(exc).splitlines()[0]}); re-import it with "
+                "`python -m service.store import-shipped` or `python -m service.store import <model dir>`"
             )
-        model = OnnxModel(Path(stored.path), str(stored.tag), settings)
+    if problems:
+        raise SystemExit(f"modelserver: refusing to start: {'; '.join(problems)}")
+
+
+def load_models(server_class: type, settings: Settings) -> dict[str, OnnxModel]:
+    """Load every model the server class declares, keyed by name."""
+    models: dict[str, OnnxModel] = {}
+    for reference in declared_models(server_class):
+        stored = reference.stored
+        model = OnnxModel(stored_directory(reference), str(stored.tag), settings)
         models[model.name] = model
     return models

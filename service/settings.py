@@ -7,7 +7,7 @@ import os
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = logging.getLogger("bentoml.modelserver")
@@ -51,11 +51,32 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(
         5000, ge=1, le=1_000_000, description="longest accepted text; texts over the model window are truncated anyway"
     )
-    request_timeout_s: float = Field(60.0, gt=0, le=3600, description="server-side deadline of one request")
+    request_timeout_s: float = Field(60.0, gt=0, le=3600, description="server-side deadline of one request; later gets 504")
+    max_concurrent_requests: int = Field(
+        64, ge=1, le=100_000, description="requests in progress per worker; more get 503 with Retry-After at once"
+    )
+    retry_after_s: int = Field(1, ge=1, le=3600, description="Retry-After (seconds) sent with 503 when at capacity")
+    api_key: SecretStr | None = Field(
+        None, description="when set, every path except auth_exempt_paths needs 'Authorization: Bearer <key>' or 'X-API-Key'"
+    )
+    auth_exempt_paths: frozenset[str] = Field(
+        frozenset({"/livez", "/readyz", "/healthz", "/metrics"}),
+        description='JSON list of paths answered without the API key, e.g. ["/livez", "/readyz"]',
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description='JSON list of origins allowed by CORS, e.g. ["https://app.example"]; empty = CORS off'
+    )
     model_tags: dict[str, str] = Field(
         default_factory=dict,
         description='JSON map of model name to BentoML model tag, e.g. {"digits": "digits:3f2a9c1b07de"}; default <name>:latest',
     )
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and len(key.get_secret_value()) < 16:
+            raise ValueError("an API key needs at least 16 characters (e.g. `openssl rand -hex 32`)")
+        return key
 
     @property
     def session_threads(self) -> int:

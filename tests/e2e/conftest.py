@@ -1,4 +1,8 @@
-"""A real `bentoml serve` of the shipped models on a free loopback port, in its own model store."""
+"""Real `bentoml serve` processes of the shipped models on free loopback ports.
+
+One model store is imported per session and shared; the session server uses default settings, and
+tests that need other settings (API key, small capacity) or that kill processes start their own.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,11 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,51 +29,112 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_until_ready(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+@dataclass
+class Server:
+    """One `bentoml serve` process group and where it listens."""
+
+    process: subprocess.Popen
+    url: str
+    log: Path
+
+    def wait_until_ready(self, seconds: float = STARTUP_SECONDS) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log_tail()}")
+            if self.ready():
                 return
+            time.sleep(0.5)
+        raise RuntimeError(f"server not ready after {seconds} s:\n{self.log_tail()}")
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"server not ready after {STARTUP_SECONDS} s:\n{log.read_text()[-4000:]}")
+            return False
+
+    def processes(self) -> list[psutil.Process]:
+        """The serving process and all its descendants (the workers)."""
+        parent = psutil.Process(self.process.pid)
+        return [parent, *parent.children(recursive=True)]
+
+    def workers(self) -> list[psutil.Process]:
+        """Worker processes: the descendants that run the service."""
+        return [p for p in psutil.Process(self.process.pid).children(recursive=True) if "python" in p.name().lower()]
+
+    def rss_bytes(self) -> int:
+        total = 0
+        for process in self.processes():
+            try:
+                total += process.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
+    def stop(self) -> None:
+        """SIGTERM the process group; SIGKILL it if it has not exited within 30 s."""
+        if self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
 
 
-@pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory):
-    """Base URL of a running server (stopped with SIGTERM at the end of the session)."""
-    home = tmp_path_factory.mktemp("e2e-bentoml-home")
+def launch(home: Path, log: Path, **settings: str) -> Server:
+    """Start `bentoml serve` on a free port with MODEL_SERVER_* settings (keyword names, lower case)."""
     port = free_port()
     env = {**os.environ, "BENTOML_HOME": str(home), "MODEL_SERVER_HOST": "127.0.0.1", "MODEL_SERVER_PORT": str(port)}
-    subprocess.run([sys.executable, "-m", "service.store", "import-shipped"], env=env, cwd=ROOT, check=True)
-    log = home / "server.log"
+    env.update({f"MODEL_SERVER_{name.upper()}": value for name, value in settings.items()})
     with open(log, "wb") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "bentoml", "serve", "service.app:ModelServer"],
             env=env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
         )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(url, process, log)
-        yield url
-    finally:
-        stop(process)
+    return Server(process, f"http://127.0.0.1:{port}", log)
 
 
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM the server's process group; SIGKILL it if it has not exited within 30 s."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+@pytest.fixture(scope="session")
+def model_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BENTOML_HOME with the shipped models imported (shared by every server of the session)."""
+    home = tmp_path_factory.mktemp("e2e-bentoml-home")
+    env = {**os.environ, "BENTOML_HOME": str(home)}
+    subprocess.run([sys.executable, "-m", "service.store", "import-shipped"], env=env, cwd=ROOT, check=True)
+    return home
+
+
+@pytest.fixture(scope="session")
+def start_server(model_home: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Factory: start_server(**settings) -> a ready Server, stopped at the end of the session."""
+    started: list[Server] = []
+
+    def start(home: Path | None = None, wait: bool = True, **settings: str) -> Server:
+        log = tmp_path_factory.mktemp("server") / "server.log"
+        server = launch(home or model_home, log, **settings)
+        started.append(server)
+        if wait:
+            server.wait_until_ready()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def server(start_server) -> Server:
+    """The shared server with default settings."""
+    return start_server()
+
+
+@pytest.fixture(scope="session")
+def server_url(server: Server) -> str:
+    return server.url
 
 
 @pytest.fixture(scope="session")

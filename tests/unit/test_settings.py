@@ -54,3 +54,24 @@ def test_oversubscribed_threads_are_warned_about(monkeypatch, caplog):
     monkeypatch.setenv("MODEL_SERVER_ORT_THREADS", "64")
     get_settings()
     assert "oversubscription" in caplog.text
+
+
+def test_security_settings_are_off_by_default():
+    settings = Settings()
+    assert settings.api_key is None and settings.cors_origins == []
+    assert "/readyz" in settings.auth_exempt_paths and "/digits/classify" not in settings.auth_exempt_paths
+
+
+def test_api_key_and_cors_come_from_the_environment_and_the_key_never_prints(monkeypatch):
+    monkeypatch.setenv("MODEL_SERVER_API_KEY", "a" * 32)
+    monkeypatch.setenv("MODEL_SERVER_CORS_ORIGINS", '["https://app.example"]')
+    settings = get_settings()
+    assert settings.api_key.get_secret_value() == "a" * 32
+    assert "a" * 32 not in repr(settings) and "a" * 32 not in str(settings)
+    assert settings.cors_origins == ["https://app.example"]
+
+
+def test_a_short_api_key_stops_start_up(monkeypatch):
+    monkeypatch.setenv("MODEL_SERVER_API_KEY", "short")
+    with pytest.raises(SettingsError, match="MODEL_SERVER_API_KEY.*16 characters"):
+        get_settings()

@@ -1,0 +1,152 @@
+"""Every class of bad input against every endpoint of the running server: a 4xx JSON error that says
+what to send instead, never a 5xx, and the server keeps answering correctly afterwards."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from loadtest.digits_eval import png_bytes
+from tests.e2e.calls import digit_is_right, every_endpoint_answers_correctly, seven
+
+pytestmark = pytest.mark.e2e
+
+IMAGE_ENDPOINTS = ("/digits/classify", "/denoise")
+JSON_ENDPOINTS = ("/digits/classify-arrays", "/sentiment/classify")
+OVER_LIMIT = 11 * 2**20  # the default body limit is 10 MiB
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def bomb() -> bytes:
+    """A 12 kB PNG declaring 100 megapixels."""
+    return encoded(Image.new("1", (10_000, 10_000)), "PNG")
+
+
+def animated(fmt: str) -> bytes:
+    frames = [Image.fromarray(seven()), Image.fromarray(255 - seven())]
+    return encoded(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
+def corrupt_png() -> bytes:
+    """A PNG whose header is intact but whose compressed pixel data is garbage."""
+    data = bytearray(png_bytes(seven()))
+    for index in range(len(data) // 2, len(data) - 16):
+        data[index] ^= 0x5A
+    return bytes(data)
+
+
+BAD_UPLOADS = {
+    "not_an_image": (b"hello, I am text", 415),
+    "truncated_png": (png_bytes(seven())[:60], 400),
+    "corrupt_png": (corrupt_png(), 400),
+    "empty_file": (b"", 400),
+    "decompression_bomb": (bomb(), 413),
+    "animated_png": (animated("PNG"), 422),
+    "gif_format": (animated("GIF"), 415),
+    "tiff_format": (encoded(Image.fromarray(seven()), "TIFF"), 415),
+}
+
+
+def error_message(response) -> str:
+    """The error text of a 4xx body: ours is {"error": ...}; BentoML's validation errors come as a list."""
+    body = response.json()
+    if isinstance(body, list):
+        body = body[0]
+    return body["error"] if isinstance(body["error"], str) else json.dumps(body["error"])
+
+
+def assert_client_error(response, status: int | None = None) -> None:
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
+    if status is not None:
+        assert response.status_code == status, (response.status_code, response.text[:300])
+    assert response.headers["content-type"].startswith("application/json")
+    assert len(error_message(response)) > 15
+
+
+@pytest.mark.parametrize("endpoint", IMAGE_ENDPOINTS)
+@pytest.mark.parametrize("case", sorted(BAD_UPLOADS))
+def test_bad_uploads_get_their_4xx(client, endpoint, case):
+    data, status = BAD_UPLOADS[case]
+    assert_client_error(client.post(endpoint, files={"image": ("upload.png", data, "image/png")}), status)
+
+
+@pytest.mark.parametrize("endpoint", IMAGE_ENDPOINTS)
+@pytest.mark.parametrize(
+    ("kwargs", "status"),
+    [
+        pytest.param({"json": {"image": "aGVsbG8="}}, None, id="json_body"),
+        pytest.param({"content": b"plain words", "headers": {"content-type": "text/plain"}}, None, id="text_plain"),
+        pytest.param({"files": {"picture": ("x.png", b"\x89PNG", "image/png")}}, 400, id="wrong_field"),
+        pytest.param({"content": b"", "headers": {"content-type": "multipart/form-data; boundary=x"}}, None,
+                     id="empty_multipart"),
+        pytest.param({"content": b"\x00" * OVER_LIMIT, "headers": {"content-type": "multipart/form-data; boundary=x"}},
+                     413, id="over_size_limit"),
+    ],
+)
+def test_malformed_image_requests_get_their_4xx(client, endpoint, kwargs, status):
+    assert_client_error(client.post(endpoint, **kwargs), status)
+
+
+@pytest.mark.parametrize("endpoint", JSON_ENDPOINTS)
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b'{"texts": ["unterminated', id="invalid_json"),
+        pytest.param(b'{"texts": ["\xff\xfe"], "images": [[["\xff"]]]}', id="invalid_utf8"),
+        pytest.param(("[" * 100_000 + "]" * 100_000).encode(), id="deeply_nested"),
+        pytest.param(json.dumps({"texts": [[[[[[["x"]]]]]]], "images": [[[[[[0]]]]]]}).encode(), id="nested_wrong_types"),
+        pytest.param(b'{"texts": ' + b"[" + b"0," * 2_000_000 + b"0]}", id="huge_array_texts"),
+        pytest.param(b'{"images": ' + b"[" + b"0," * 2_000_000 + b"0]}", id="huge_array_images"),
+        pytest.param(b'{"images": [[[NaN]]], "texts": [NaN]}', id="nan"),
+        pytest.param(b'{"images": [[[Infinity]]], "texts": [-Infinity]}', id="infinity"),
+        pytest.param(b"null", id="null"),
+        pytest.param(b"", id="empty"),
+        pytest.param(b"[]", id="array_not_object"),
+        pytest.param(b'{"unexpected": 1}', id="wrong_field"),
+    ],
+)
+def test_bad_json_gets_its_4xx(client, endpoint, content):
+    response = client.post(endpoint, content=content, headers={"content-type": "application/json"})
+    assert_client_error(response)
+
+
+@pytest.mark.parametrize("endpoint", JSON_ENDPOINTS)
+def test_json_endpoints_refuse_other_content_types(client, endpoint):
+    assert_client_error(client.post(endpoint, files={"texts": ("t.txt", b"hello", "text/plain")}))
+    assert_client_error(client.post(endpoint, content=b"texts=hello", headers={"content-type": "text/plain"}))
+
+
+@pytest.mark.parametrize("endpoint", JSON_ENDPOINTS)
+def test_json_over_the_size_limit_gets_413(client, endpoint):
+    body = b'{"texts": ["' + b"a" * OVER_LIMIT + b'"]}'
+    assert_client_error(client.post(endpoint, content=body, headers={"content-type": "application/json"}), 413)
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [("I;16", "PNG"), ("CMYK", "JPEG"), ("P", "PNG"), ("LA", "PNG"), ("1", "PNG"), ("RGB", "JPEG")],
+)
+def test_unusual_but_valid_image_modes_are_understood(client, mode, fmt):
+    """16-bit, CMYK, palette, alpha and 1-bit uploads of the same digit all read as that digit."""
+    digit = Image.fromarray(seven())
+    if mode == "I;16":
+        image = Image.fromarray(seven().astype(np.uint16) * 257)
+    elif mode == "1":
+        image = digit.point(lambda v: 255 if v > 127 else 0).convert("1")
+    else:
+        image = digit.convert(mode)
+    response = client.post("/digits/classify", files={"image": (f"seven.{fmt.lower()}", encoded(image, fmt), "image/png")})
+    assert digit_is_right(response), response.text[:300]
+
+
+def test_the_server_still_answers_correctly_after_every_attack(client):
+    assert every_endpoint_answers_correctly(client)

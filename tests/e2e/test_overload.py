@@ -1,0 +1,126 @@
+"""Overload: about 3x the sustainable rate for a bounded time against a server with a small capacity.
+
+Admitted requests must be answered correctly, the rest refused at once with 503 + Retry-After, memory
+must stay bounded, and full throughput must come back afterwards. The figures are printed (run with -s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.e2e.calls import denoised_is_right, noisy_png
+
+pytestmark = pytest.mark.e2e
+
+CAPACITY = 4  # MODEL_SERVER_MAX_CONCURRENT_REQUESTS for this server
+SIZE = 128  # denoise uploads: compute-bound, so a Python client can offer 3x what the server sustains
+MEASURE_SECONDS = 4.0
+OVERLOAD_SECONDS = 8.0
+OVERLOAD_FACTOR = 3.0
+
+
+@pytest.fixture(scope="module")
+def server(start_server):
+    return start_server(max_concurrent_requests=str(CAPACITY), retry_after_s="2")
+
+
+def upload() -> dict:
+    return {"image": ("noisy.png", noisy_png(SIZE), "image/png")}
+
+
+async def closed_loop_rate(url: str, clients: int, seconds: float) -> float:
+    """Correct answers per second from `clients` callers each sending as soon as the last answer came."""
+    done = 0
+    stop_at = time.monotonic() + seconds
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        async def caller() -> None:
+            nonlocal done
+            while time.monotonic() < stop_at:
+                response = await client.post("/denoise", files=upload())
+                assert denoised_is_right(response, size=SIZE), response.text[:200]
+                done += 1
+
+        started = time.monotonic()
+        await asyncio.gather(*(caller() for _ in range(clients)))
+    return done / (time.monotonic() - started)
+
+
+async def open_loop(url: str, rate: float, seconds: float) -> list[tuple[int, float, bool, str | None]]:
+    """Send at a fixed rate regardless of answers: [(status, latency s, body correct, Retry-After)]."""
+    results = []
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        async def one() -> None:
+            started = time.monotonic()
+            response = await client.post("/denoise", files=upload())
+            correct = response.status_code == 200 and denoised_is_right(response, size=SIZE)
+            results.append((response.status_code, time.monotonic() - started, correct, response.headers.get("retry-after")))
+
+        tasks, started = [], time.monotonic()
+        for n in range(int(rate * seconds)):
+            await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
+            tasks.append(asyncio.ensure_future(one()))
+        await asyncio.gather(*tasks)
+    return results
+
+
+class PeakRss(threading.Thread):
+    """Samples the RSS of every server process until stopped."""
+
+    def __init__(self, server) -> None:
+        super().__init__(daemon=True)
+        self.server, self.peak, self.running = server, 0, True
+
+    def run(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, self.server.rss_bytes())
+            time.sleep(0.1)
+
+
+def test_three_times_the_sustainable_rate_is_shed_fast_and_recovered_from(server):
+    sustainable = asyncio.run(closed_loop_rate(server.url, CAPACITY, MEASURE_SECONDS))
+    baseline_rss = server.rss_bytes()
+    sampler = PeakRss(server)
+    sampler.start()
+    offered = OVERLOAD_FACTOR * sustainable
+    started = time.monotonic()
+    results = asyncio.run(open_loop(server.url, offered, OVERLOAD_SECONDS))
+    overload_seconds = time.monotonic() - started
+    sampler.running = False
+    sampler.join()
+
+    recovery_started = time.monotonic()
+    recovered = asyncio.run(closed_loop_rate(server.url, CAPACITY, MEASURE_SECONDS))
+    admitted = [r for r in results if r[0] == 200]
+    rejected = [r for r in results if r[0] == 503]
+    figures = {
+        "sustainable_per_s": round(sustainable, 1),
+        "offered_per_s": round(offered, 1),
+        "sent": len(results),
+        "admitted_per_s": round(len(admitted) / overload_seconds, 1),
+        "rejected": len(rejected),
+        "rejection_latency_ms_p50": round(1000 * float(np.median([r[1] for r in rejected])), 1) if rejected else None,
+        "rejection_latency_ms_p99": round(1000 * float(np.quantile([r[1] for r in rejected], 0.99)), 1) if rejected else None,
+        "admitted_latency_ms_p99": round(1000 * float(np.quantile([r[1] for r in admitted], 0.99)), 1),
+        "rss_baseline_mb": round(baseline_rss / 2**20),
+        "rss_peak_mb": round(sampler.peak / 2**20),
+        "recovered_per_s": round(recovered, 1),
+        "recovery_window_s": round(time.monotonic() - recovery_started, 1),
+    }
+    print("overload figures:", json.dumps(figures))
+
+    assert {r[0] for r in results} <= {200, 503}, f"unexpected statuses: {sorted({r[0] for r in results})}"
+    assert all(r[2] for r in admitted), "an admitted request got a wrong answer"
+    assert rejected, "3x the sustainable rate never hit the capacity limit"
+    assert all(r[3] == "2" for r in rejected), "a 503 without the configured Retry-After"
+    assert figures["rejection_latency_ms_p50"] < 50 and figures["rejection_latency_ms_p99"] < 500
+    assert figures["admitted_per_s"] >= 0.6 * sustainable, "shedding load should not cost most of the throughput"
+    assert sampler.peak - baseline_rss < 300 * 2**20, "memory grew with the offered load"
+    assert recovered >= 0.7 * sustainable, "throughput did not come back after the spike"
