@@ -23,15 +23,13 @@ import torch
 from export import onnx_export
 from modelcore.card import MODEL_FILE, ModelMetadata, TensorSpec, file_sha256
 from modelcore.denoise import add_noise, estimate_sigma, from_tiles, psnr, to_tiles
-from modelcore.denoise_data import TEST_SIGMAS, noisy_test_set
+from modelcore.denoise_data import TARGET_MARGINS, TEST_SIGMAS, noisy_test_set
 from training.common import git_commit, load_checkpoint
 from training.denoise import Denoiser, grey
 
 ATOL, RTOL = 1e-4, 1e-3
 FIGURE_FILE = "evaluation.png"
 NLM_FACTORS = (0.6, 0.8, 1.0, 1.2, 1.4)
-# The quality bar: the blind model's mean PSNR minus non-local means', in dB, per sigma.
-TARGET_MARGINS = {"sigma_15": 0.0, "sigma_25": 0.5, "sigma_50": 0.5}
 TV_WEIGHTS = (0.02, 0.04, 0.06, 0.08, 0.12, 0.16, 0.24)
 
 

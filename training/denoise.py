@@ -239,7 +239,7 @@ def train(args: argparse.Namespace) -> dict:
         training=dict(vars(args), out=str(args.out), seconds=round(seconds, 1), threads=threads, precision=precision, commit=commit,
                       command=" ".join(["python -m training.denoise", *sys.argv[1:]]), max_sigma=MAX_SIGMA,
                       best_step=stopper.best_epoch, history=history, torch=torch.__version__),
-        metrics={"validation": history[-1] if history else {}},
+        metrics={"validation": next((h for h in history if h["step"] == stopper.best_epoch), {})},  # the kept weights
     )
     save_checkpoint(args.out / "checkpoint.pt", model, model_config, meta)
     print(f"wrote {args.out / 'checkpoint.pt'}")

@@ -8,6 +8,7 @@ from PIL import Image
 
 from loadtest.denoise_eval import evaluate, png
 from modelcore.card import ModelMetadata
+from modelcore.denoise_data import TARGET_MARGINS
 
 pytestmark = pytest.mark.e2e
 
@@ -24,6 +25,11 @@ def test_served_denoising_matches_the_model_cards_evaluation(served_report, ship
     for key, served in served_report.items():
         # The endpoint answers 8-bit PNGs: rounding may cost a few hundredths of a dB, never more.
         assert abs(served["served_model_psnr"] - summary[key]["model_blind"]["psnr"]) < 0.1, (key, served)
+
+
+def test_served_denoising_meets_the_quality_bar_against_non_local_means(served_report):
+    for key, target in TARGET_MARGINS.items():
+        assert served_report[key]["margin_db"] >= target, (key, served_report[key])
 
 
 def test_served_denoising_removes_most_of_the_noise(served_report):
