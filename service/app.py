@@ -16,6 +16,7 @@ from service.denoise import DenoiseAPI
 from service.digits import DigitsAPI
 from service.guards import AdmissionLimit, ApiKeyAuth
 from service.http import BodySizeLimit, refuse_remote_uploads
+from service.lifecycle import STATE, drain_on_sigterm
 from service.runtime import OnnxModel, load_models, verify_store
 from service.sentiment import SentimentAPI
 from service.settings import get_settings
@@ -48,10 +49,11 @@ class ModelServer(DigitsAPI, SentimentAPI, DenoiseAPI):
 
     def __init__(self) -> None:
         self.models: dict[str, OnnxModel] = load_models(type(self), settings)
+        drain_on_sigterm(grace_s=settings.request_timeout_s)
 
     async def __is_ready__(self) -> bool:
-        # Models are loaded and warmed in __init__; ready means all of them made it.
-        return bool(self.models)
+        # Models are loaded and warmed in __init__; not ready once draining for shutdown.
+        return bool(self.models) and not STATE.draining
 
     @bentoml.on_shutdown
     def close_models(self) -> None:

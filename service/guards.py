@@ -10,6 +10,7 @@ import hmac
 from typing import Any, Callable
 
 from service.http import error_response
+from service.lifecycle import STATE
 from service.metrics import count_rejection
 
 Scope = dict[str, Any]
@@ -62,34 +63,42 @@ class AdmissionLimit:
     """At most `max_in_flight` requests inside this worker; the rest get 503 with Retry-After at once.
 
     Bounding what is admitted bounds the queue in front of the models, hence latency and memory: under
-    a spike, callers are told to come back instead of waiting without limit. Probe and metrics paths
-    are never counted or refused.
+    a spike, callers are told to come back instead of waiting without limit. While the worker drains
+    for shutdown every new request gets 503. Probe and metrics paths are never counted or refused.
     """
 
     def __init__(self, app: Any, max_in_flight: int, retry_after_s: int) -> None:
         self.app = app
         self.max_in_flight = max_in_flight
         self.retry_after = str(retry_after_s)
-        self.in_flight = 0  # one event loop per worker: no lock needed
+
+    @property
+    def in_flight(self) -> int:
+        return STATE.in_flight
 
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http" or scope["path"] in OPERATIONS_PATHS:
             return await self.app(scope, receive, send)
-        if self.in_flight >= self.max_in_flight:
-            return await self._reject(scope, receive, send)
-        self.in_flight += 1
+        if STATE.draining:
+            return await self._reject(scope, receive, send, "shutting_down", "Server is shutting down")
+        if STATE.in_flight >= self.max_in_flight:
+            return await self._reject(
+                scope, receive, send, "overloaded",
+                f"Server at capacity ({self.max_in_flight} requests in progress in this worker, "
+                "MODEL_SERVER_MAX_CONCURRENT_REQUESTS)",
+            )
+        STATE.in_flight += 1  # one event loop per worker: no lock needed
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight -= 1
+            STATE.in_flight -= 1
 
-    async def _reject(self, scope: Scope, receive: Callable, send: Callable) -> None:
-        count_rejection("overloaded")
+    async def _reject(self, scope: Scope, receive: Callable, send: Callable, reason: str, why: str) -> None:
+        count_rejection(reason)
         response = error_response(
-            503,
-            f"Server at capacity ({self.max_in_flight} requests in progress in this worker, "
-            f"MODEL_SERVER_MAX_CONCURRENT_REQUESTS); retry after {self.retry_after} s, or send fewer "
-            "concurrent requests with more items each.",
+            503, f"{why}; retry after {self.retry_after} s, or send fewer concurrent requests with more items each."
         )
         response.headers["retry-after"] = self.retry_after
+        if reason == "shutting_down":
+            response.headers["connection"] = "close"  # the retry should open a connection elsewhere
         await response(scope, receive, send)

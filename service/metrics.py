@@ -37,7 +37,7 @@ def count_client_error(model: str, status: int) -> None:
 
 rejected_requests = bentoml.metrics.Counter(
     name="modelserver_rejected_requests_total",
-    documentation="Requests refused before any model work, by reason (overloaded, unauthorised)",
+    documentation="Requests refused before any model work, by reason (overloaded, shutting_down, unauthorised)",
     labelnames=["reason"],
 )
 

@@ -51,7 +51,11 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(
         5000, ge=1, le=1_000_000, description="longest accepted text; texts over the model window are truncated anyway"
     )
-    request_timeout_s: float = Field(60.0, gt=0, le=3600, description="server-side deadline of one request; later gets 504")
+    request_timeout_s: float = Field(
+        25.0, gt=0, le=3600,
+        description="server-side deadline of one request (later gets 504); also the longest a shutdown drain waits. "
+        "Keep it under the supervisor's 30 s stop timeout so a drain always completes",
+    )
     max_concurrent_requests: int = Field(
         64, ge=1, le=100_000, description="requests in progress per worker; more get 503 with Retry-After at once"
     )

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.e2e.calls import denoised_is_right, noisy_png
+from tests.e2e.calls import denoise, denoised_is_right, every_endpoint_answers_correctly, noisy_png
 
 pytestmark = pytest.mark.e2e
 
@@ -24,11 +24,12 @@ SIZE = 128  # denoise uploads: compute-bound, so a Python client can offer 3x wh
 MEASURE_SECONDS = 4.0
 OVERLOAD_SECONDS = 8.0
 OVERLOAD_FACTOR = 3.0
+TIMEOUT_S = 3  # MODEL_SERVER_REQUEST_TIMEOUT_S for this server
 
 
 @pytest.fixture(scope="module")
 def server(start_server):
-    return start_server(max_concurrent_requests=str(CAPACITY), retry_after_s="2")
+    return start_server(max_concurrent_requests=str(CAPACITY), retry_after_s="2", request_timeout_s=str(TIMEOUT_S))
 
 
 def upload() -> dict:
@@ -124,3 +125,14 @@ def test_three_times_the_sustainable_rate_is_shed_fast_and_recovered_from(server
     assert figures["admitted_per_s"] >= 0.6 * sustainable, "shedding load should not cost most of the throughput"
     assert sampler.peak - baseline_rss < 300 * 2**20, "memory grew with the offered load"
     assert recovered >= 0.7 * sustainable, "throughput did not come back after the spike"
+
+
+def test_a_request_over_the_timeout_gets_504_and_the_server_carries_on(server):
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        started = time.monotonic()
+        response = denoise(client, size=1400)  # about 2 Mpx: several seconds of compute here
+        waited = time.monotonic() - started
+        assert response.status_code == 504, response.text[:200]
+        assert "3" in response.json()["error"]
+        assert waited < TIMEOUT_S + 2
+        assert every_endpoint_answers_correctly(client)
