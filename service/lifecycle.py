@@ -35,9 +35,12 @@ def drain_on_sigterm(grace_s: float) -> None:
     Call from inside the worker's event loop, after uvicorn installed its handlers (service start-up).
     A second SIGTERM skips the drain.
     """
-    loop = asyncio.get_running_loop()
     stop_server = signal.getsignal(signal.SIGTERM)
-    if not callable(stop_server):  # not under a server that handles SIGTERM (e.g. in-process tests)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop is None or not callable(stop_server):  # not under a server (e.g. the class used in-process)
         return
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
