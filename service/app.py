@@ -3,8 +3,10 @@
     bentoml serve service.app:ModelServer      (make serve does this, after importing the models)
 
 Adding a model: write service/<model>.py with an API mixin declaring its BentoModel and its
-endpoints, then add the mixin to ModelServer's bases below.
+endpoints, then add the mixin to MODEL_APIS below.
 """
+
+import gc
 
 import bentoml
 from starlette.applications import Starlette
@@ -13,7 +15,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from service.denoise import DenoiseAPI
-from service.digits import DigitsAPI
+from service.diagnostics import DiagnosticsAPI, noop_body
+from service.digits import DigitsAPI, classify_image_body
 from service.guards import AdmissionLimit, ApiKeyAuth
 from service.http import BodySizeLimit, refuse_remote_uploads
 from service.lifecycle import STATE, drain_on_sigterm
@@ -23,6 +26,8 @@ from service.settings import get_settings
 
 settings = get_settings()
 refuse_remote_uploads()
+MODEL_APIS = (DigitsAPI, SentimentAPI, DenoiseAPI)
+APIS = MODEL_APIS + ((DiagnosticsAPI,) if settings.diagnostics else ())
 
 
 def cors_config() -> dict:
@@ -44,12 +49,15 @@ def cors_config() -> dict:
     http={"host": settings.host, "port": settings.port, "cors": cors_config()},
     traffic={"timeout": settings.request_timeout_s},
 )
-class ModelServer(DigitsAPI, SentimentAPI, DenoiseAPI):
+class ModelServer(*APIS):
     """Serves every model mixed in above; /livez, /readyz, /metrics and /docs.json come from BentoML."""
 
     def __init__(self) -> None:
         self.models: dict[str, OnnxModel] = load_models(type(self), settings)
         drain_on_sigterm(grace_s=settings.request_timeout_s)
+        # Everything loaded so far lives as long as the worker: keep the garbage collector from re-scanning
+        # it on every full collection (those scans were the p99 latency spikes, docs/performance.md).
+        gc.freeze()
 
     async def __is_ready__(self) -> bool:
         # Models are loaded and warmed in __init__; not ready once draining for shutdown.
@@ -76,7 +84,15 @@ ModelServer.add_asgi_middleware(
     AdmissionLimit, max_in_flight=settings.max_concurrent_requests, retry_after_s=settings.retry_after_s
 )
 ModelServer.add_asgi_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
-ModelServer.mount_asgi_app(Starlette(routes=[Route("/models", list_models, methods=["GET"])]), path="/")
+# Plain Starlette routes, still behind every middleware above: the models list, and raw-body endpoints
+# that skip BentoML's form parsing and temporary files (the fast path for one image per request).
+ROUTES = [
+    Route("/models", list_models, methods=["GET"]),
+    Route("/digits/classify-image", classify_image_body, methods=["POST"]),
+]
+if settings.diagnostics:
+    ROUTES.append(Route("/diagnostics/noop-body", noop_body, methods=["POST"]))
+ModelServer.mount_asgi_app(Starlette(routes=ROUTES), path="/")
 
 # Refuse to start (one clear line, non-zero exit) rather than crash-loop workers on a missing or corrupt model.
 verify_store(ModelServer.inner)

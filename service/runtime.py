@@ -36,11 +36,12 @@ def choose_providers(wanted: str) -> list[str]:
     return chosen
 
 
-def create_session(path: Path, settings: Settings) -> ort.InferenceSession:
+def create_session(path: Path, settings: Settings, threads: int | None = None) -> ort.InferenceSession:
     """An inference session with the configured threads and provider (CUDA falls back to CPU)."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = settings.session_threads
+    options.intra_op_num_threads = threads or settings.session_threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.ort_spinning else "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), options, providers=choose_providers(settings.provider))
 
@@ -75,7 +76,7 @@ class OnnxModel:
         self.metadata = ModelMetadata.read(directory)
         self.tag = tag
         self.max_run_elements = settings.max_run_elements
-        self.session = create_session(directory / MODEL_FILE, settings)
+        self.session = create_session(directory / MODEL_FILE, settings, settings.threads_for(self.metadata.name))
         self.provider = self.session.get_providers()[0]
         self.batcher = MicroBatcher(
             self.run_requests,

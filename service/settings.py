@@ -30,6 +30,13 @@ class Settings(BaseSettings):
     ort_threads: int = Field(
         0, ge=0, le=256, description="onnxruntime intra-op threads per model session; 0 = CPU cores / workers"
     )
+    ort_threads_per_model: dict[str, int] = Field(
+        default_factory=dict, description='JSON map overriding ort_threads for some models, e.g. {"digits": 1}'
+    )
+    ort_spinning: bool = Field(
+        True, description="let onnxruntime threads spin-wait between runs (its default); measured faster here even "
+        "though the HTTP server shares the cores (docs/performance.md)"
+    )
     provider: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="execution provider: cuda falls back to cpu when no GPU is usable; auto picks cuda if present"
     )
@@ -70,6 +77,7 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(
         default_factory=list, description='JSON list of origins allowed by CORS, e.g. ["https://app.example"]; empty = CORS off'
     )
+    diagnostics: bool = Field(False, description="serve the no-op /diagnostics/* endpoints the benchmark measures")
     model_tags: dict[str, str] = Field(
         default_factory=dict,
         description='JSON map of model name to BentoML model tag, e.g. {"digits": "digits:3f2a9c1b07de"}; default <name>:latest',
@@ -86,6 +94,10 @@ class Settings(BaseSettings):
     def session_threads(self) -> int:
         """Intra-op threads each session gets: the setting, or an even share of the cores per worker."""
         return self.ort_threads or max(1, (os.cpu_count() or 1) // self.workers)
+
+    def threads_for(self, model: str) -> int:
+        """Intra-op threads for one model's session: its override, else session_threads."""
+        return self.ort_threads_per_model.get(model, self.session_threads)
 
     def model_tag(self, name: str) -> str:
         """The BentoML model-store tag serving `name`."""

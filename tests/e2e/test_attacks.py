@@ -79,6 +79,19 @@ def test_bad_uploads_get_their_4xx(client, endpoint, case):
     assert_client_error(client.post(endpoint, files={"image": ("upload.png", data, "image/png")}), status)
 
 
+@pytest.mark.parametrize("case", sorted(BAD_UPLOADS))
+def test_bad_raw_bodies_get_the_same_4xx(client, case):
+    data, status = BAD_UPLOADS[case]
+    response = client.post("/digits/classify-image", content=data, headers={"content-type": "image/png"})
+    assert_client_error(response, status)
+    assert "multipart" not in error_message(response)
+
+
+def test_raw_body_over_the_size_limit_gets_413(client):
+    response = client.post("/digits/classify-image", content=b"\x00" * OVER_LIMIT, headers={"content-type": "image/png"})
+    assert_client_error(response, 413)
+
+
 @pytest.mark.parametrize("endpoint", IMAGE_ENDPOINTS)
 @pytest.mark.parametrize(
     ("kwargs", "status"),

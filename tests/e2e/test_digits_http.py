@@ -164,3 +164,12 @@ def test_text_in_the_image_field_is_never_fetched_or_opened(client, value):
     response = client.post("/digits/classify", data={"image": value})
     assert response.status_code == 415, response.text
     assert "PNG or JPEG" in response.json()["error"]
+
+
+def test_raw_body_endpoint_answers_like_the_multipart_one(client, mnist_test):
+    images, labels = mnist_test
+    for image, label in zip(images[:20], labels[:20]):
+        raw = client.post("/digits/classify-image", content=png_bytes(image), headers={"content-type": "image/png"})
+        multipart = client.post("/digits/classify", files=upload(png_bytes(image)))
+        assert raw.status_code == 200 and raw.json() == multipart.json()
+    assert raw.json()["model"]["name"] == "digits"

@@ -1,0 +1,38 @@
+"""No-op endpoints that measure the transport alone (HTTP, parsing, validation, JSON answer), no model.
+
+Only served when MODEL_SERVER_DIAGNOSTICS=true: the benchmark (loadtest/benchmark.py) compares each
+model endpoint with them to see how much of a request's cost is the model and how much the server.
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import bentoml
+from pydantic import Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from service.settings import get_settings
+
+settings = get_settings()
+
+
+class DiagnosticsAPI:
+    """Mixed into the ModelServer when diagnostics are on: /diagnostics/noop-*."""
+
+    @bentoml.api(route="/diagnostics/noop-upload")
+    async def noop_upload(self, image: Path) -> dict:
+        """Accept one multipart upload like /digits/classify and answer its size."""
+        return {"bytes": image.stat().st_size}
+
+    @bentoml.api(route="/diagnostics/noop-texts")
+    async def noop_texts(
+        self, texts: Annotated[list[str], Field(min_length=1, max_length=settings.max_items_per_request)]
+    ) -> dict:
+        """Accept texts like /sentiment/classify and answer how many."""
+        return {"items": len(texts)}
+
+
+async def noop_body(request: Request) -> JSONResponse:
+    """POST /diagnostics/noop-body: read a raw body like /digits/classify-image and answer its size."""
+    return JSONResponse({"bytes": len(await request.body())})
