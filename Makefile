@@ -15,7 +15,7 @@ ifneq ($(wildcard ../shared/data/mnist/t10k-images-idx3-ubyte.gz),)
 export MNIST_DIR ?= $(abspath ../shared/data/mnist)
 endif
 
-.PHONY: serve test models train-digits export-digits digits eval-digits train-sentiment export-sentiment sentiment eval-sentiment train-denoise export-denoise denoise eval-denoise loadtest clean
+.PHONY: serve test models train-digits export-digits digits eval-digits train-sentiment export-sentiment sentiment eval-sentiment train-denoise export-denoise denoise eval-denoise loadtest benchmark clean
 
 serve: $(VENV)/.serve-installed models  ## serve the shipped models on $(HOST):$(PORT) in the foreground
 	MODEL_SERVER_HOST=$(HOST) MODEL_SERVER_PORT=$(PORT) exec $(BIN)/bentoml serve service.app:ModelServer
@@ -76,6 +76,9 @@ eval-denoise: $(VENV)/.dev-installed  ## PSNR of a running server's /denoise on 
 loadtest: $(VENV)/.dev-installed  ## step-load with locust (USER_CLASS=DigitsUser|SentimentUser|DenoiseUser|MixedUser, URL=... or a server it starts)
 	$(BIN)/python -m loadtest.stepload --user $${USER_CLASS:-MixedUser} $${URL:+--url $$URL} \
 		--max-users $${MAX_USERS:-64} --step-users $${STEP_USERS:-8} --step-seconds $${STEP_SECONDS:-15}
+
+benchmark: $(VENV)/.dev-installed models  ## serving benchmark, one run: compute vs transport limits, batching, FastAPI baseline
+	$(BIN)/python -m loadtest.benchmark
 
 clean:
 	rm -rf $(VENV) .bentoml .pytest_cache
