@@ -184,7 +184,7 @@ def served_figures(args: argparse.Namespace, results: dict) -> None:
 # report ------------------------------------------------------------------------------------------
 
 
-def verdicts(model: str, figures: dict) -> dict:
+def verdicts(figures: dict) -> dict:
     """The issue's ratios for one model, on its fastest one-item path (the raw body where there is one)."""
     compute = figures["a_compute"]
     fast = "c_raw_body" in figures
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     print("(b)-(f): served figures", flush=True)
     served_figures(args, results)
     for model in args.models:
-        results[model]["verdicts"] = verdicts(model, results[model])
+        results[model]["verdicts"] = verdicts(results[model])
     report = table(results, args)
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     (args.out / "table.md").write_text(report + "\n")

@@ -115,7 +115,7 @@ def run_locust(url: str, args: argparse.Namespace) -> tuple[int, float]:
     return locust.returncode, sum(busy) / len(busy)
 
 
-def step_table(history_csv: Path, step_seconds: float) -> list[dict]:
+def step_table(history_csv: Path) -> list[dict]:
     """One row per user count from locust's per-second history: steady rate and last-window percentiles."""
     rows = [row for row in csv.DictReader(history_csv.open()) if row["Name"] == "Aggregated"]
     by_users: dict[int, list[dict]] = {}
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         url = args.url or stack.enter_context(served_locally(args.out / "server.log"))
         status, generator_cpu = run_locust(url, args)
-    table = step_table(args.out / "locust_stats_history.csv", args.step_seconds)
+    table = step_table(args.out / "locust_stats_history.csv")
     if not table:
         raise SystemExit("locust recorded no requests; see the output above")
     write_outputs(table, args.out, args.user)

@@ -11,10 +11,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from modelcore import digits
-from modelcore.images import decode_grey
-from service.http import answers_client_errors, error_response
 from modelcore.errors import InputError
-from service.metrics import count_client_error
+from modelcore.images import decode_grey
+from service.http import answers_client_errors
 from service.runtime import OnnxModel
 from service.schemas import ModelRef
 from service.settings import get_settings
@@ -60,6 +59,15 @@ def bytes_to_pixels(data: bytes) -> np.ndarray:
     return digits.to_mnist_layout(grey)[None, None]
 
 
+def body_to_pixels(data: bytes) -> np.ndarray:
+    """bytes_to_pixels for a raw-body upload: its errors say to send the file as the body."""
+    try:
+        return bytes_to_pixels(data)
+    except InputError as exc:
+        raise InputError(exc.message.replace("in the multipart field 'image'", "as the request body"), exc.status) from None
+
+
+@answers_client_errors(NAME)
 async def classify_image_body(request: Request) -> Response:
     """POST /digits/classify-image: the image file itself as the request body (no multipart, no JSON).
 
@@ -67,11 +75,7 @@ async def classify_image_body(request: Request) -> Response:
     or temporary file. Same answer and errors as /digits/classify.
     """
     data = await request.body()
-    try:
-        pixels = bytes_to_pixels(data) if len(data) <= INLINE_DECODE_BYTES else await asyncio.to_thread(bytes_to_pixels, data)
-    except InputError as exc:
-        count_client_error(NAME, exc.status)
-        return error_response(exc.status, exc.message.replace("in the multipart field 'image'", "as the request body"))
+    pixels = body_to_pixels(data) if len(data) <= INLINE_DECODE_BYTES else await asyncio.to_thread(body_to_pixels, data)
     model = bentoml.get_current_service().models[NAME]
     (prediction,) = predictions(await model.predict({"pixels": pixels}))
     return JSONResponse({**prediction, "model": model.reference()})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     ort_threads: int = Field(
         0, ge=0, le=256, description="onnxruntime intra-op threads per model session; 0 = CPU cores / workers"
     )
-    ort_threads_per_model: dict[str, int] = Field(
+    ort_threads_per_model: dict[str, Annotated[int, Field(ge=1, le=256)]] = Field(
         default_factory=dict, description='JSON map overriding ort_threads for some models, e.g. {"digits": 1}'
     )
     ort_spinning: bool = Field(

@@ -29,8 +29,9 @@ def test_a_killed_worker_is_replaced_and_requests_succeed_again(server):
     (worker,) = server.workers()
     worker.send_signal(signal.SIGKILL)
     worker.wait(timeout=10)
+    killed = time.monotonic()
 
-    deadline = time.monotonic() + RECOVERY_SECONDS
+    deadline = killed + RECOVERY_SECONDS
     with httpx.Client(base_url=server.url, timeout=30) as client:
         while time.monotonic() < deadline:
             try:
@@ -41,6 +42,7 @@ def test_a_killed_worker_is_replaced_and_requests_succeed_again(server):
             time.sleep(1)
         else:
             pytest.fail(f"no correct answers {RECOVERY_SECONDS} s after the worker was killed:\n{server.log_tail()}")
+    print(f"SIGKILL: a new worker answered every endpoint correctly {time.monotonic() - killed:.1f} s after the kill")
     assert [p.pid for p in server.workers()] != [worker.pid]
 
 
