@@ -7,7 +7,7 @@ For each model:
   (a) compute limit: onnxruntime in-process on real inputs, items/s at batch 1, 8, 32, 64, 128
   (b) transport limit: a no-op endpoint on the same server taking the same payload
   (c) the real endpoint, one item per request, adaptive batching on (defaults) and off (batch size 1)
-  (d) the real endpoint with client-side batches of 64 items (digits, sentiment)
+  (d) the real endpoint with client-side batches of 64 items (digits, sentiment); (d') digits as one .npy body
   (c') digits only: the raw-body endpoint (the PNG itself as the body), and (b') its no-op
   (e) digits only: a minimal FastAPI + uvicorn app running the same CNN in PyTorch eager
   (f) digits only: open loop at half of (c')'s throughput, for p99 / p50
@@ -46,6 +46,7 @@ NOOP = {"digits": ("/diagnostics/noop-upload", "digit-png", 1), "sentiment": ("/
 # The raw-body fast path (the image file as the request body), where a model has one.
 FAST_SINGLE = {"digits": ("/digits/classify-image", "digit-png-body", 1)}
 FAST_NOOP = {"digits": ("/diagnostics/noop-body", "digit-png-body", 1)}
+FAST_CLIENT_BATCH = {"digits": ("/digits/classify-tensor", "digit-npy-64", 64)}
 CLIENT_BATCH = {"digits": ("/digits/classify-arrays", "digit-arrays-64", 64),
                 "sentiment": ("/sentiment/classify", "tweets-64", 64)}
 
@@ -170,6 +171,8 @@ def served_figures(args: argparse.Namespace, results: dict) -> None:
                 figures["c_raw_body_mean_batch"], _ = mean_batch(url, model, counters)
             if model in CLIENT_BATCH:
                 figures["d_client_batches"] = load(url, *CLIENT_BATCH[model], args)
+            if model in FAST_CLIENT_BATCH:
+                figures["d_client_batches_npy"] = load(url, *FAST_CLIENT_BATCH[model], args)
             if model == "digits":
                 half = figures["c_raw_body"]["requests_per_s"] / 2
                 figures["f_half_load"] = load(url, *FAST_SINGLE[model], args, rate=half)
@@ -197,8 +200,9 @@ def verdicts(figures: dict) -> dict:
               "roofline_bound_is": "transport" if transport < compute[nearest] else "compute"}
     if "e_fastapi_pytorch" in figures:
         ratios["vs_fastapi_pytorch"] = round(served / figures["e_fastapi_pytorch"]["requests_per_s"], 2)
-    if "d_client_batches" in figures and 64 in compute:
-        ratios["client_batches_vs_ort_b64"] = round(figures["d_client_batches"]["items_per_s"] / compute[64], 2)
+    for key in ("d_client_batches", "d_client_batches_npy"):
+        if key in figures and 64 in compute:
+            ratios[f"{key.removeprefix('d_')}_vs_ort_b64"] = round(figures[key]["items_per_s"] / compute[64], 2)
     if "f_half_load" in figures:
         half = figures["f_half_load"]
         ratios["p99_over_p50_at_half_load"] = round(half["p99_ms"] / half["p50_ms"], 2)
@@ -229,6 +233,7 @@ def table(results: dict, args: argparse.Namespace) -> str:
                   f"| (c') raw-body endpoint (image file as the body), batching on "
                   f"(mean batch {figures.get('c_raw_body_mean_batch', float('nan')):.1f}) | {cell(figures.get('c_raw_body'))} |",
                   f"| (d) endpoint, client batches of 64 | {cell(figures.get('d_client_batches'))} |",
+                  f"| (d') client batches of 64 as one .npy body | {cell(figures.get('d_client_batches_npy'))} |",
                   f"| (e) FastAPI + PyTorch eager | {cell(figures.get('e_fastapi_pytorch'))} |",
                   f"| (f) open loop at half of (c') | {cell(figures.get('f_half_load'), 'requests_per_s')} |",
                   "", "ratios: " + json.dumps(figures["verdicts"]), ""]

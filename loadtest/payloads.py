@@ -51,6 +51,19 @@ def digit_arrays(per_request: int) -> list[Body]:
             for start in range(0, len(images) - per_request + 1, per_request)]
 
 
+def digit_npys(per_request: int) -> list[Body]:
+    """.npy bodies for /digits/classify-tensor with `per_request` uint8 digits each."""
+    import io
+
+    bodies = []
+    images = digit_images()
+    for start in range(0, len(images) - per_request + 1, per_request):
+        buffer = io.BytesIO()
+        np.save(buffer, images[start : start + per_request], allow_pickle=False)
+        bodies.append((buffer.getvalue(), "application/x-npy"))
+    return bodies
+
+
 @functools.cache
 def tweets() -> list[str]:
     """SAMPLES real tweets from the sentiment test split."""
@@ -91,6 +104,7 @@ PAYLOADS = {
     "digit-png": digit_pngs,
     "digit-png-body": digit_png_bodies,
     "digit-arrays-64": lambda: digit_arrays(64),
+    "digit-npy-64": lambda: digit_npys(64),
     "tweet": tweet_bodies,
     "tweets-64": lambda: tweet_bodies(64),
     "noisy-png": noisy_pngs,

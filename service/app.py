@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from service.denoise import DenoiseAPI
 from service.diagnostics import DiagnosticsAPI, noop_body
-from service.digits import DigitsAPI, classify_image_body
+from service.digits import DigitsAPI, classify_image_body, classify_npy_body
 from service.guards import AdmissionLimit, ApiKeyAuth
 from service.http import BodySizeLimit, refuse_remote_uploads
 from service.lifecycle import STATE, drain_on_sigterm
@@ -89,6 +89,7 @@ ModelServer.add_asgi_middleware(BodySizeLimit, max_bytes=settings.max_request_by
 ROUTES = [
     Route("/models", list_models, methods=["GET"]),
     Route("/digits/classify-image", classify_image_body, methods=["POST"]),
+    Route("/digits/classify-tensor", classify_npy_body, methods=["POST"]),
 ]
 if settings.diagnostics:
     ROUTES.append(Route("/diagnostics/noop-body", noop_body, methods=["POST"]))

@@ -1,6 +1,8 @@
 """Digits endpoints: handwritten digit classification (a CNN trained on MNIST)."""
 
 import asyncio
+import io
+import tokenize
 from pathlib import Path
 from typing import Annotated
 
@@ -107,3 +109,61 @@ class DigitsAPI:
         pixels = np.asarray(images, dtype=np.float32)[:, None]  # (N, 1, 28, 28)
         model = self.models[NAME]
         return DigitArraysResponse(results=predictions(await model.predict({"pixels": pixels})), model=model.reference())
+
+
+NPY_SEND_INSTEAD = (
+    "send a .npy file (numpy.save) of shape (N, 28, 28), N from 1 to {limit}, dtype uint8 or float, values 0-255, "
+    "white digits on black"
+)
+
+
+def npy_to_pixels(data: bytes) -> np.ndarray:
+    """A .npy upload of N digits in MNIST layout -> (N, 1, 28, 28) float32, or InputError.
+
+    The header's shape and dtype are checked before any data is read, so a small file declaring a huge
+    array allocates nothing; np.load(allow_pickle=False) refuses object arrays (pickles).
+    """
+    instead = NPY_SEND_INSTEAD.format(limit=settings.max_items_per_request)
+    stream = io.BytesIO(data)
+    try:
+        shape, dtype = _npy_header(stream)
+    except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError) as exc:  # numpy parses the header as Python literals
+        raise InputError(f"The body is not a readable .npy array ({exc}); {instead}.") from None
+    if dtype.kind not in "uif":
+        raise InputError(f"The array's dtype is {dtype}: it must be an integer or float type; {instead}.")
+    digits_shape = shape[:1] + shape[2:] if len(shape) == 4 and shape[1] == 1 else shape
+    if len(digits_shape) != 3 or digits_shape[1:] != (digits.SIDE, digits.SIDE) or not 1 <= digits_shape[0] <= settings.max_items_per_request:
+        raise InputError(f"The array has shape {shape}; {instead}.")
+    stream.seek(0)
+    try:
+        array = np.load(stream, allow_pickle=False).reshape(digits_shape)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"The .npy data is truncated or corrupt ({exc}); {instead}.") from None
+    pixels = array.astype(np.float32, copy=False)
+    if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 255:
+        raise InputError(f"Values must be finite and within 0-255; {instead}.")
+    return pixels[:, None]
+
+
+def _npy_header(stream: io.BytesIO) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from a .npy header (format versions 1 and 2), without reading the data."""
+    major, _ = np.lib.format.read_magic(stream)
+    if major == 1:
+        shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+    elif major == 2:
+        shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+    else:
+        raise ValueError(f".npy format version {major} (save with numpy.save's default)")
+    return shape, dtype
+
+
+@answers_client_errors(NAME)
+async def classify_npy_body(request: Request) -> Response:
+    """POST /digits/classify-tensor: a .npy array of N digits in MNIST layout as the body.
+
+    The binary twin of /digits/classify-arrays for client-side batches: the same answer, without
+    parsing and validating 784 JSON numbers per digit.
+    """
+    pixels = npy_to_pixels(await request.body())
+    model = bentoml.get_current_service().models[NAME]
+    return JSONResponse({"results": predictions(await model.predict({"pixels": pixels})), "model": model.reference()})

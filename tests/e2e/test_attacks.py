@@ -132,6 +132,42 @@ def test_bad_json_gets_its_4xx(client, endpoint, content):
     assert_client_error(response)
 
 
+def npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def declared_but_absent(count: int) -> bytes:
+    """A .npy header declaring `count` digits, followed by no data (a tiny file promising a big array)."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "|u1", "fortran_order": False, "shape": (count, 28, 28)})
+    return buffer.getvalue()
+
+
+BAD_NPY = {
+    "not_npy": b"\x93NUMPY but not really",
+    "json": b'{"images": [[[0]]]}',
+    "object_array_pickle": npy(np.array([{"a": 1}, {"b": 2}], dtype=object)),
+    "wrong_shape": npy(np.zeros((2, 27, 28), np.uint8)),
+    "too_many": npy(np.zeros((257, 28, 28), np.uint8)),
+    "huge_declared_shape": declared_but_absent(9_999_999),
+    "declared_but_truncated": declared_but_absent(200),
+    "malformed_header": npy(np.zeros((1, 28, 28), np.uint8)).replace(b"(1, 28, 28)", b"(1, 28, 2("),
+    "nan": npy(np.full((2, 28, 28), np.nan, np.float32)),
+    "out_of_range": npy(np.full((2, 28, 28), 300.0)),
+    "complex": npy(np.zeros((2, 28, 28), np.complex64)),
+    "empty_body": b"",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_NPY))
+def test_bad_npy_bodies_get_400(client, case):
+    response = client.post("/digits/classify-tensor", content=BAD_NPY[case], headers={"content-type": "application/x-npy"})
+    assert_client_error(response, 400)
+    assert ".npy" in error_message(response)
+
+
 @pytest.mark.parametrize("endpoint", JSON_ENDPOINTS)
 def test_json_endpoints_refuse_other_content_types(client, endpoint):
     assert_client_error(client.post(endpoint, files={"texts": ("t.txt", b"hello", "text/plain")}))

@@ -173,3 +173,15 @@ def test_raw_body_endpoint_answers_like_the_multipart_one(client, mnist_test):
         multipart = client.post("/digits/classify", files=upload(png_bytes(image)))
         assert raw.status_code == 200 and raw.json() == multipart.json()
     assert raw.json()["model"]["name"] == "digits"
+
+
+def test_npy_tensor_endpoint_answers_like_the_json_arrays_one(client, mnist_test):
+    images = mnist_test[0][:64]
+    buffer = io.BytesIO()
+    np.save(buffer, images)
+    tensor = client.post("/digits/classify-tensor", content=buffer.getvalue(), headers={"content-type": "application/x-npy"})
+    arrays = client.post("/digits/classify-arrays", json={"images": images.tolist()})
+    assert tensor.status_code == 200
+    assert [r["label"] for r in tensor.json()["results"]] == [r["label"] for r in arrays.json()["results"]]
+    np.testing.assert_allclose([r["probabilities"] for r in tensor.json()["results"]],
+                               [r["probabilities"] for r in arrays.json()["results"]], atol=1e-6)
