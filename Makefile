@@ -15,7 +15,7 @@ ifneq ($(wildcard ../shared/data/mnist/t10k-images-idx3-ubyte.gz),)
 export MNIST_DIR ?= $(abspath ../shared/data/mnist)
 endif
 
-.PHONY: serve test models train-digits export-digits digits eval-digits train-sentiment export-sentiment sentiment eval-sentiment train-denoise export-denoise denoise eval-denoise loadtest benchmark clean
+.PHONY: serve test models train-digits export-digits digits eval-digits train-sentiment export-sentiment sentiment eval-sentiment train-denoise export-denoise denoise eval-denoise loadtest benchmark bento clean
 
 serve: $(VENV)/.serve-installed models  ## serve the shipped models on $(HOST):$(PORT) in the foreground
 	MODEL_SERVER_HOST=$(HOST) MODEL_SERVER_PORT=$(PORT) exec $(BIN)/bentoml serve service.app:ModelServer
@@ -79,6 +79,9 @@ loadtest: $(VENV)/.dev-installed  ## step-load with locust (USER_CLASS=DigitsUse
 
 benchmark: $(VENV)/.dev-installed models  ## serving benchmark, one run: compute vs transport limits, batching, FastAPI baseline
 	$(BIN)/python -m loadtest.benchmark
+
+bento: models  ## bentoml build: one Bento with the serving code and every model (bentoml list / bentoml models list)
+	$(BIN)/bentoml build .
 
 clean:
 	rm -rf $(VENV) .bentoml .pytest_cache
