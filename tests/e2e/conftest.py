@@ -7,6 +7,7 @@ tests that need other settings (API key, small capacity) or that kill processes 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -108,14 +109,26 @@ def model_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
+def private_home(model_home: Path, directory: Path) -> Path:
+    """A BENTOML_HOME of its own holding a copy of the imported models.
+
+    Every server needs one: BentoML keeps its Prometheus files under BENTOML_HOME and clears them when a
+    server starts, so two servers sharing a home would wipe each other's metrics.
+    """
+    home = directory / "bentoml-home"
+    shutil.copytree(model_home / "models", home / "models")
+    return home
+
+
 @pytest.fixture(scope="session")
 def start_server(model_home: Path, tmp_path_factory: pytest.TempPathFactory):
-    """Factory: start_server(**settings) -> a ready Server, stopped at the end of the session."""
+    """Factory: start_server(**settings) -> a ready Server on its own BENTOML_HOME, stopped at the end."""
     started: list[Server] = []
 
     def start(home: Path | None = None, wait: bool = True, **settings: str) -> Server:
-        log = tmp_path_factory.mktemp("server") / "server.log"
-        server = launch(home or model_home, log, **settings)
+        directory = tmp_path_factory.mktemp("server")
+        log = directory / "server.log"
+        server = launch(home or private_home(model_home, directory), log, **settings)
         started.append(server)
         if wait:
             server.wait_until_ready()

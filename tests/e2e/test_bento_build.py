@@ -15,22 +15,23 @@ import yaml
 
 from modelcore.card import ModelMetadata
 from tests.e2e.calls import every_endpoint_answers_correctly
-from tests.e2e.conftest import ROOT, Server, free_port
+from tests.e2e.conftest import ROOT, Server, free_port, private_home
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def bento(model_home: Path) -> tuple[dict, Path, dict]:
+def bento(model_home: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, dict]:
     """(bento.yaml, the Bento's directory, the environment with its BENTOML_HOME) of a fresh build."""
-    env = {**os.environ, "BENTOML_HOME": str(model_home)}
+    home = private_home(model_home, tmp_path_factory.mktemp("bento"))
+    env = {**os.environ, "BENTOML_HOME": str(home)}
     subprocess.run([sys.executable, "-m", "bentoml", "build", str(ROOT)], env=env, cwd=ROOT, check=True,
                    capture_output=True, timeout=300)
     listed = subprocess.run([sys.executable, "-m", "bentoml", "list", "-o", "json"], env=env, check=True,
                             capture_output=True, text=True).stdout
     tag = json.loads(listed[listed.index("["):])[0]["tag"]
     name, version = tag.split(":")
-    directory = model_home / "bentos" / name / version
+    directory = home / "bentos" / name / version
     return yaml.safe_load((directory / "bento.yaml").read_text()), directory, env
 
 

@@ -8,15 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import launch
+from tests.e2e.conftest import launch, private_home
 
 pytestmark = pytest.mark.e2e
-
-
-def store_copy(model_home: Path, tmp_path: Path) -> Path:
-    home = tmp_path / "home"
-    shutil.copytree(model_home, home, ignore=shutil.ignore_patterns("*.log"))
-    return home
 
 
 def model_dir(home: Path, name: str) -> Path:
@@ -37,7 +31,7 @@ def refusal(home: Path, tmp_path: Path) -> tuple[int, list[str]]:
 
 
 def test_a_corrupt_model_file_stops_start_up_with_one_clear_line(model_home, tmp_path):
-    home = store_copy(model_home, tmp_path)
+    home = private_home(model_home, tmp_path)
     model = model_dir(home, "digits") / "model.onnx"
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte: the file still parses, its hash does not match
@@ -51,7 +45,7 @@ def test_a_corrupt_model_file_stops_start_up_with_one_clear_line(model_home, tmp
 
 
 def test_a_missing_model_stops_start_up_with_one_clear_line(model_home, tmp_path):
-    home = store_copy(model_home, tmp_path)
+    home = private_home(model_home, tmp_path)
     shutil.rmtree(home / "models" / "sentiment")
 
     status, reasons = refusal(home, tmp_path)
@@ -62,7 +56,7 @@ def test_a_missing_model_stops_start_up_with_one_clear_line(model_home, tmp_path
 
 
 def test_unreadable_metadata_stops_start_up(model_home, tmp_path):
-    home = store_copy(model_home, tmp_path)
+    home = private_home(model_home, tmp_path)
     (model_dir(home, "denoise") / "metadata.json").write_text("{not json")
 
     status, reasons = refusal(home, tmp_path)
