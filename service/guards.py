@@ -12,11 +12,9 @@ from typing import Any, Callable
 from service.http import error_response
 from service.lifecycle import STATE
 from service.metrics import count_rejection
+from service.settings import OPERATIONS_PATHS
 
 Scope = dict[str, Any]
-
-# BentoML's own probe and metrics paths, always answered (they must work while the server is saturated).
-OPERATIONS_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
 
 
 class ApiKeyAuth:

@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 log = logging.getLogger("bentoml.modelserver")
 
 ENV_PREFIX = "MODEL_SERVER_"
+# BentoML's probe and metrics paths: never refused for capacity, and exempt from the API key by default.
+OPERATIONS_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
 
 
 class SettingsError(RuntimeError):
@@ -71,7 +73,7 @@ class Settings(BaseSettings):
         None, description="when set, every path except auth_exempt_paths needs 'Authorization: Bearer <key>' or 'X-API-Key'"
     )
     auth_exempt_paths: frozenset[str] = Field(
-        frozenset({"/livez", "/readyz", "/healthz", "/metrics"}),
+        OPERATIONS_PATHS,
         description='JSON list of paths answered without the API key, e.g. ["/livez", "/readyz"]',
     )
     cors_origins: list[str] = Field(

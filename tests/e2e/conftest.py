@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,14 +19,10 @@ import httpx
 import psutil
 import pytest
 
+from loadtest.stepload import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_SECONDS = 120
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
