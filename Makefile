@@ -15,7 +15,13 @@ ifneq ($(wildcard ../shared/data/mnist/t10k-images-idx3-ubyte.gz),)
 export MNIST_DIR ?= $(abspath ../shared/data/mnist)
 endif
 
-.PHONY: serve test models train-digits export-digits digits eval-digits train-sentiment export-sentiment sentiment eval-sentiment train-denoise export-denoise denoise eval-denoise loadtest benchmark bento clean
+# Containers: podman settings that work on hosts like the build machine (DEVELOPERS.md), image storage in
+# the project; override either variable (empty = podman's defaults) where podman is already set up.
+export CONTAINERS_CONF ?= $(CURDIR)/deploy/container/containers.conf
+export CONTAINERS_STORAGE_CONF ?= $(CURDIR)/.containers/storage.conf
+VARIANT ?= cpu
+
+.PHONY: serve test models train-digits export-digits digits eval-digits train-sentiment export-sentiment sentiment eval-sentiment train-denoise export-denoise denoise eval-denoise loadtest benchmark bento container-tools base-image image test-container test-deploy clean
 
 serve: $(VENV)/.serve-installed models  ## serve the shipped models on $(HOST):$(PORT) in the foreground
 	MODEL_SERVER_HOST=$(HOST) MODEL_SERVER_PORT=$(PORT) exec $(BIN)/bentoml serve service.app:ModelServer
@@ -83,5 +89,24 @@ benchmark: $(VENV)/.dev-installed models  ## serving benchmark, one run: compute
 bento: models  ## bentoml build: one Bento with the serving code and every model (bentoml list / bentoml models list)
 	$(BIN)/bentoml build .
 
+container-tools: $(CONTAINERS_STORAGE_CONF)  ## podman + debootstrap (apt-get as root) unless a Docker engine answers
+	deploy/container/install-tools.sh
+
+$(CURDIR)/.containers/storage.conf:
+	mkdir -p $(@D)
+	printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' $(@D)/storage $(@D)/run > $@
+
+base-image: container-tools  ## minimal Debian base image from Debian packages (debootstrap; no registry needed)
+	deploy/container/base-image.sh
+
+image: container-tools bento  ## container image of the Bento: VARIANT=cpu (default) or gpu; ENGINE=docker|podman
+	BENTOML=$(BIN)/bentoml deploy/container/build-image.sh $(VARIANT)
+
+test-container: $(VENV)/.dev-installed image  ## container smoke test: build the CPU image, run it on loopback, call it, stop it
+	IMAGE=localhost/modelserver:$(VARIANT) $(BIN)/python -m pytest -m container tests/container
+
+test-deploy: $(VENV)/.dev-installed  ## render the Kubernetes overlays and validate them (kubectl kustomize + kubernetes-validate)
+	$(BIN)/python -m pytest tests/deploy
+
 clean:
-	rm -rf $(VENV) .bentoml .pytest_cache
+	rm -rf $(VENV) .bentoml .pytest_cache build

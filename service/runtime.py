@@ -33,6 +33,9 @@ def choose_providers(wanted: str) -> list[str]:
     chosen = [provider for provider in PROVIDERS[wanted] if provider in available]
     if wanted == "cuda" and "CUDAExecutionProvider" not in chosen:
         log.warning("provider=cuda requested but this onnxruntime has no CUDA support; using CPU")
+    if "CUDAExecutionProvider" in chosen and hasattr(ort, "preload_dlls"):
+        # The GPU image installs CUDA and cuDNN as NVIDIA's PyPI wheels, outside the loader's search path.
+        ort.preload_dlls()
     return chosen
 
 
@@ -43,7 +46,14 @@ def create_session(path: Path, settings: Settings, threads: int | None = None) -
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.ort_spinning else "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=choose_providers(settings.provider))
+    providers = choose_providers(settings.provider)
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except RuntimeError as exc:  # e.g. the GPU image on a node without a usable GPU or driver
+        if providers == PROVIDERS["cpu"]:
+            raise
+        log.warning("CUDA session for %s failed (%s); using CPU", path.parent.name, str(exc).splitlines()[0])
+        return ort.InferenceSession(str(path), options, providers=PROVIDERS["cpu"])
 
 
 def collate(feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

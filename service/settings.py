@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -15,6 +17,32 @@ log = logging.getLogger("bentoml.modelserver")
 ENV_PREFIX = "MODEL_SERVER_"
 # BentoML's probe and metrics paths: never refused for capacity, and exempt from the API key by default.
 OPERATIONS_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
+
+
+def usable_cores(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPU cores this process may use: its affinity, capped by a container's CPU quota (cgroup v2 or v1).
+
+    os.cpu_count() inside a container limited to 2 CPUs reports every core of the host; sizing onnxruntime's
+    thread pools from it oversubscribes the quota and throttles the whole process.
+    """
+    cores = len(os.sched_getaffinity(0))
+    quota = _cgroup_cpu_quota(cgroup_root)
+    return max(1, min(cores, math.ceil(quota))) if quota else cores
+
+
+def _cgroup_cpu_quota(root: Path) -> float | None:
+    """CPUs allowed by the cgroup CPU quota, or None when there is none."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()  # v2: "max 100000" or "200000 100000"
+    except (OSError, ValueError):
+        try:  # v1
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    if quota in ("max", "-1") or int(period) <= 0:
+        return None
+    return int(quota) / int(period)
 
 
 class SettingsError(RuntimeError):
@@ -30,7 +58,7 @@ class Settings(BaseSettings):
     port: int = Field(3000, ge=1, le=65535, description="HTTP port")
     workers: int = Field(1, ge=1, le=64, description="server worker processes, each with its own model sessions")
     ort_threads: int = Field(
-        0, ge=0, le=256, description="onnxruntime intra-op threads per model session; 0 = CPU cores / workers"
+        0, ge=0, le=256, description="onnxruntime intra-op threads per model session; 0 = usable CPU cores (a container CPU quota counts) / workers"
     )
     ort_threads_per_model: dict[str, Annotated[int, Field(ge=1, le=256)]] = Field(
         default_factory=dict, description='JSON map overriding ort_threads for some models, e.g. {"digits": 1}'
@@ -94,8 +122,8 @@ class Settings(BaseSettings):
 
     @property
     def session_threads(self) -> int:
-        """Intra-op threads each session gets: the setting, or an even share of the cores per worker."""
-        return self.ort_threads or max(1, (os.cpu_count() or 1) // self.workers)
+        """Intra-op threads each session gets: the setting, or an even share of the usable cores per worker."""
+        return self.ort_threads or max(1, usable_cores() // self.workers)
 
     def threads_for(self, model: str) -> int:
         """Intra-op threads for one model's session: its override, else session_threads."""
@@ -117,7 +145,7 @@ def get_settings() -> Settings:
             for error in exc.errors()
         )
         raise SettingsError(f"Invalid settings: {problems}") from None
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     if settings.workers * settings.session_threads > cores:
         log.warning(
             "workers (%d) x ort_threads (%d) exceeds the %d CPU cores: expect oversubscription",

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from service.settings import Settings, SettingsError, get_settings
+from service.settings import Settings, SettingsError, get_settings, usable_cores
 
 
 @pytest.fixture(autouse=True)
@@ -17,13 +17,13 @@ def fresh_settings():
 def test_defaults_serve_on_loopback_port_3000_with_one_worker_using_every_core():
     settings = Settings()
     assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 3000, 1)
-    assert settings.session_threads == max(1, os.cpu_count() or 1)
+    assert settings.session_threads == usable_cores()
     assert settings.model_tag("digits") == "digits:latest"
 
 
 def test_session_threads_share_the_cores_between_workers(monkeypatch):
     monkeypatch.setenv("MODEL_SERVER_WORKERS", "2")
-    assert get_settings().session_threads == max(1, (os.cpu_count() or 1) // 2)
+    assert get_settings().session_threads == max(1, usable_cores() // 2)
     monkeypatch.setenv("MODEL_SERVER_ORT_THREADS", "3")
     get_settings.cache_clear()
     assert get_settings().session_threads == 3
@@ -75,3 +75,26 @@ def test_a_short_api_key_stops_start_up(monkeypatch):
     monkeypatch.setenv("MODEL_SERVER_API_KEY", "short")
     with pytest.raises(SettingsError, match="MODEL_SERVER_API_KEY.*16 characters"):
         get_settings()
+
+
+def write_cgroup(root, files: dict[str, str]):
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_usable_cores_respect_a_container_cpu_quota(tmp_path):
+    affinity = len(os.sched_getaffinity(0))
+    v2 = write_cgroup(tmp_path / "v2", {"cpu.max": "150000 100000\n"})  # docker --cpus 1.5
+    assert usable_cores(v2) == min(affinity, 2)
+    v1 = write_cgroup(tmp_path / "v1", {"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"})
+    assert usable_cores(v1) == 1
+
+
+def test_usable_cores_without_a_quota_are_the_affinity(tmp_path):
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cores(write_cgroup(tmp_path / "v2", {"cpu.max": "max 100000\n"})) == affinity
+    assert usable_cores(write_cgroup(tmp_path / "v1", {"cpu/cpu.cfs_quota_us": "-1\n",
+                                                        "cpu/cpu.cfs_period_us": "100000\n"})) == affinity
+    assert usable_cores(tmp_path / "none") == affinity

@@ -1,0 +1,191 @@
+"""deploy/: the Kubernetes overlays render and validate, and they, the compose stack and the Grafana dashboard
+agree with the service they deploy - probe paths answer on a real server, and every metric they use exists."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from service.settings import Settings
+from tests.e2e.calls import every_endpoint_answers_correctly
+from tests.e2e.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+K8S = ROOT / "deploy" / "k8s"
+COMPOSE = ROOT / "deploy" / "compose"
+OVERLAYS = ("cpu", "gpu")
+# The oldest Kubernetes still in upstream support when this was written, and the newest the validator knows.
+KUBERNETES_VERSIONS = ("1.32.0", kubernetes_validate.latest_version())
+EXPECTED_KINDS = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+
+
+def kustomize_command() -> list[str]:
+    if shutil.which("kustomize"):
+        return ["kustomize", "build"]
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize"]
+    pytest.fail("rendering the overlays needs kustomize or kubectl (kubectl kustomize); install either")
+
+
+def render(overlay: str) -> dict[str, dict]:
+    """The overlay's objects, by kind."""
+    output = subprocess.run([*kustomize_command(), str(K8S / "overlays" / overlay)], check=True,
+                            capture_output=True, text=True, timeout=60).stdout
+    objects = [document for document in yaml.safe_load_all(output) if document]
+    by_kind = {document["kind"]: document for document in objects}
+    assert len(by_kind) == len(objects), "one object per kind expected"
+    return by_kind
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def overlay(request) -> tuple[str, dict[str, dict]]:
+    return request.param, render(request.param)
+
+
+def container_of(objects: dict[str, dict]) -> dict:
+    (container,) = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_every_object_validates_against_the_kubernetes_schemas(overlay):
+    _, objects = overlay
+    assert set(objects) == EXPECTED_KINDS
+    for version in KUBERNETES_VERSIONS:
+        for document in objects.values():
+            kubernetes_validate.validate(document, version, strict=True)
+
+
+def test_the_validator_rejects_a_broken_manifest(overlay):
+    """The check above can fail: a misspelt probe field and a string replica count are caught."""
+    _, objects = overlay
+    broken = copy.deepcopy(objects["Deployment"])
+    container_of({"Deployment": broken})["readynessProbe"] = container_of({"Deployment": broken}).pop("readinessProbe")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[-1], strict=True)
+    broken = copy.deepcopy(objects["Deployment"])
+    broken["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def test_probes_use_the_service_port_and_paths_that_answer(overlay, client):
+    _, objects = overlay
+    container = container_of(objects)
+    (port,) = container["ports"]
+    assert port["containerPort"] == Settings().port == 3000  # the image's MODEL_SERVER_PORT
+    probes = {kind: container[kind]["httpGet"] for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
+    assert {probe["port"] for probe in probes.values()} == {port["name"]}
+    assert probes["livenessProbe"]["path"] == "/livez"
+    assert probes["readinessProbe"]["path"] == probes["startupProbe"]["path"] == "/readyz"
+    for probe in probes.values():
+        assert client.get(probe["path"]).status_code == 200, probe
+    annotations = objects["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert client.get(annotations["prometheus.io/path"]).status_code == 200
+    assert int(annotations["prometheus.io/port"]) == port["containerPort"]
+
+
+def test_pods_run_locked_down_and_drain_longer_than_a_request(overlay):
+    _, objects = overlay
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    container = container_of(objects)
+    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] != 0
+    assert container["securityContext"]["readOnlyRootFilesystem"]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert {mount["mountPath"] for mount in container["volumeMounts"]} == {"/tmp"}  # BENTOML_HOME in the image
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    env = {variable["name"]: variable for variable in container["env"]}
+    timeout = float(env["MODEL_SERVER_REQUEST_TIMEOUT_S"]["value"])
+    assert timeout == Settings().request_timeout_s
+    assert pod["terminationGracePeriodSeconds"] >= timeout + 10  # plus BentoML's 30 s worker deadline margin
+    assert env["MODEL_SERVER_ORT_THREADS"]["valueFrom"]["resourceFieldRef"]["resource"] == "limits.cpu"
+
+
+def test_service_hpa_and_budget_point_at_the_deployment(overlay):
+    _, objects = overlay
+    deployment = objects["Deployment"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    for selector in (objects["Service"]["spec"]["selector"],
+                     objects["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
+                     deployment["spec"]["selector"]["matchLabels"]):
+        assert selector and selector.items() <= pod_labels.items()
+    assert objects["Service"]["spec"]["ports"][0]["targetPort"] == "http"
+    hpa = objects["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert "modelserver_requests_in_progress" in {metric["pods"]["metric"]["name"]
+                                                  for metric in hpa["metrics"] if metric["type"] == "Pods"}
+
+
+def test_the_gpu_overlay_asks_for_a_gpu_node():
+    objects = render("gpu")
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    container = container_of(objects)
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["nodeSelector"] and pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert container["image"].endswith(":gpu")
+    assert {"name": "MODEL_SERVER_PROVIDER", "value": "cuda"} in container["env"]
+    assert render("cpu")["Deployment"]["metadata"]["name"] != objects["Deployment"]["metadata"]["name"]
+
+
+PROMQL_WORDS = {"sum", "by", "rate", "histogram_quantile", "le", "without", "avg", "max", "min", "on"}
+
+
+def metric_names(expression: str) -> set[str]:
+    """Series names a PromQL expression reads: words followed by { or [, minus functions and keywords."""
+    names = set(re.findall(r"\b([a-z_][a-z0-9_]*)\s*[{\[]", expression))
+    return {name for name in names if name not in PROMQL_WORDS}
+
+
+def dashboard_expressions() -> list[str]:
+    dashboard = json.loads((COMPOSE / "grafana" / "dashboards" / "modelserver.json").read_text())
+    return [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+
+
+def exposed_metric_names(client) -> set[str]:
+    """Series names on a real server's /metrics after one good call per endpoint and two bad requests."""
+    assert every_endpoint_answers_correctly(client)
+    assert client.post("/sentiment/classify", json={"text": "a wrong field name"}).status_code == 400
+    not_an_image = client.post("/digits/classify-image", content=b"not an image", headers={"content-type": "image/png"})
+    assert not_an_image.status_code == 415
+    text = client.get("/metrics").text
+    return set(re.findall(r"^([a-z_][a-z0-9_]*)(?:\{| )", text, re.M))
+
+
+def test_every_dashboard_and_autoscaling_metric_is_exposed_by_the_service(client):
+    exposed = exposed_metric_names(client)
+    expressions = dashboard_expressions()
+    used = set().union(*map(metric_names, expressions))
+    assert len(expressions) >= 8 and used
+    # modelserver_rejected_requests_total appears once something is rejected; tests/e2e/test_overload.py
+    # and test_security.py check that it counts.
+    assert used - {"modelserver_rejected_requests_total"} <= exposed, used - exposed
+    rules = yaml.safe_load((K8S / "monitoring" / "prometheus-adapter-rules.yaml").read_text())
+    (rule,) = rules["rules"]["custom"]
+    assert metric_names(rule["seriesQuery"]) <= exposed
+    assert rule["name"]["as"] == "modelserver_requests_in_progress"
+
+
+def test_compose_stack_scrapes_the_service_and_provisions_the_dashboard():
+    compose = yaml.safe_load((COMPOSE / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"modelserver", "prometheus", "grafana"}
+    assert all(port.startswith("127.0.0.1:") for service in services.values() for port in service.get("ports", []))
+    assert services["modelserver"]["read_only"] and "/tmp" in services["modelserver"]["tmpfs"][0]
+    prometheus = yaml.safe_load((COMPOSE / "prometheus.yml").read_text())
+    (job,) = prometheus["scrape_configs"]
+    assert job["metrics_path"] == "/metrics" and job["static_configs"][0]["targets"] == ["modelserver:3000"]
+    datasources = yaml.safe_load((COMPOSE / "grafana" / "provisioning" / "datasources" / "prometheus.yaml").read_text())
+    dashboard = json.loads((COMPOSE / "grafana" / "dashboards" / "modelserver.json").read_text())
+    uids = {panel["datasource"]["uid"] for panel in dashboard["panels"] if "datasource" in panel}
+    assert uids == {datasources["datasources"][0]["uid"]}
+    for mount in services["grafana"]["volumes"] + services["prometheus"]["volumes"]:
+        assert (COMPOSE / mount.split(":")[0]).exists(), mount
