@@ -110,7 +110,7 @@ test-container: $(VENV)/.dev-installed image  ## container smoke test: build the
 	IMAGE=localhost/modelserver:$(VARIANT) $(BIN)/python -m pytest -m container -v -s tests/container
 
 test-deploy: $(VENV)/.dev-installed  ## render the Kubernetes overlays and validate them (kubectl kustomize + kubernetes-validate)
-	$(BIN)/python -m pytest tests/deploy
+	$(BIN)/python -m pytest tests/e2e/test_deploy_manifests.py
 
 clean:
 	rm -rf $(VENV) .bentoml .pytest_cache build
