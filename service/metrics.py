@@ -21,7 +21,8 @@ inference_seconds = bentoml.metrics.Histogram(
 )
 client_errors = bentoml.metrics.Counter(
     name="modelserver_client_errors_total",
-    documentation="Requests answered with a 4xx, by model and status",
+    documentation="Inputs the model's own checks rejected (decoding, size, content), by model and 4xx status; "
+    "schema errors are counted by bentoml_service_request_total",
     labelnames=["model", "status"],
 )
 

@@ -1,101 +1,23 @@
-"""Container smoke test: the service image, run as a deployment would run it, answers and stops cleanly.
+"""Container smoke test: the service image answers every endpoint and stops cleanly on SIGTERM.
 
-`make test-container` builds the image (deploy/container/build-image.sh) and runs this; CI runs it after
-`make test`. The container gets what Kubernetes gives it in deploy/k8s: a read-only root filesystem with a
-writable /tmp, no capabilities, no privilege escalation, and it is published on a loopback port only.
+CI runs it after `make test` (make test-container builds the image first).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
 import threading
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
 
-from loadtest.stepload import free_port
+from tests.container.conftest import IMAGE, engine, run
 from tests.e2e.calls import denoise, denoised_is_right, every_endpoint_answers_correctly
 
 pytestmark = pytest.mark.container
 
-IMAGE = os.environ.get("IMAGE", "localhost/modelserver:cpu")
 MAX_IMAGE_MB = 600
-STARTUP_SECONDS = 120
 STOP_SECONDS = 10
-
-
-def engine() -> str:
-    """docker where a Docker engine answers, else podman (what build-image.sh chose too)."""
-    chosen = os.environ.get("ENGINE")
-    if chosen:
-        return chosen
-    docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "info"], capture_output=True).returncode == 0:
-        return "docker"
-    if shutil.which("podman"):
-        return "podman"
-    pytest.fail("no container engine: run `make test-container`, which installs podman (see DEVELOPERS.md)")
-
-
-def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([engine(), *args], capture_output=True, text=True, timeout=timeout)
-
-
-@dataclass
-class Container:
-    name: str
-    url: str
-
-    def logs(self) -> str:
-        result = run("logs", self.name)
-        return result.stdout + result.stderr
-
-    def state(self) -> dict:
-        return json.loads(run("inspect", self.name).stdout)[0]["State"]
-
-    def wait_until_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while time.monotonic() < deadline:
-            if not self.state()["Running"]:
-                pytest.fail(f"container exited during start-up:\n{self.logs()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        pytest.fail(f"not ready within {STARTUP_SECONDS} s:\n{self.logs()[-3000:]}")
-
-
-@pytest.fixture(scope="module")
-def image() -> dict:
-    inspected = run("image", "inspect", IMAGE)
-    if inspected.returncode != 0:
-        pytest.fail(f"image {IMAGE} not found: build it with `make image` (make test-container does)")
-    return json.loads(inspected.stdout)[0]
-
-
-@pytest.fixture
-def container(image) -> Iterator[Container]:
-    name = f"modelserver-smoke-{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    started = run("run", "--detach", "--name", name, "--read-only", "--tmpfs", "/tmp:rw,size=256m",
-                  "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-                  "--publish", f"127.0.0.1:{port}:3000", IMAGE)
-    assert started.returncode == 0, started.stderr
-    box = Container(name, f"http://127.0.0.1:{port}")
-    try:
-        box.wait_until_ready()
-        yield box
-    finally:
-        run("rm", "--force", "--time", "0", name)
 
 
 def test_image_is_small_and_holds_no_build_tools_or_torch(image):

@@ -1,0 +1,114 @@
+"""The Grafana dashboard's queries work: a real Prometheus scrapes the running image under traffic, and every
+query of deploy/compose/grafana/dashboards/modelserver.json returns data for the models it charts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from loadtest.stepload import free_port
+from tests.container.conftest import Container
+from tests.e2e.calls import classify_digit, classify_text, denoise
+from tests.e2e.conftest import ROOT
+
+pytestmark = pytest.mark.container
+
+COMPOSE = ROOT / "deploy" / "compose"
+MODELS = ("digits", "sentiment", "denoise")
+TRAFFIC_SECONDS = 12
+# Only counted once something is refused (overload, draining, API key): tests/e2e/test_overload.py covers it.
+NEEDS_REJECTIONS = "modelserver_rejected_requests_total"
+# Sentiment's input checks are schema validators: BentoML answers those 400s and counts them in
+# bentoml_service_request_total (the Errors panel's other query), not in the model's own rejection counter.
+EXPECTED_EMPTY = {("modelserver_client_errors_total", "sentiment")}
+
+
+@pytest.fixture
+def prometheus(container: Container, tmp_path: Path) -> Iterator[str]:
+    """Prometheus (Debian's package) with the compose stack's scrape config, pointed at the container."""
+    binary = shutil.which("prometheus")
+    if not binary:
+        pytest.fail("prometheus is not installed: `make test-container` installs it (deploy/container/install-tools.sh)")
+    config = yaml.safe_load((COMPOSE / "prometheus.yml").read_text())
+    config["global"]["scrape_interval"] = "1s"
+    config["scrape_configs"][0]["static_configs"][0]["targets"] = [container.url.removeprefix("http://")]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    url = f"http://127.0.0.1:{free_port()}"
+    with open(tmp_path / "prometheus.log", "wb") as log:
+        process = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}",
+                                    f"--storage.tsdb.path={tmp_path / 'data'}",
+                                    f"--web.listen-address={url.removeprefix('http://')}"],
+                                   stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200, "Prometheus ready")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def wait_for(condition, what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def drive_traffic(url: str) -> None:
+    """Good requests to every model, and requests the models reject, from 4 clients at once."""
+    def client_loop():
+        stop = time.monotonic() + TRAFFIC_SECONDS
+        with httpx.Client(base_url=url, timeout=30) as client:
+            while time.monotonic() < stop:
+                classify_digit(client), classify_text(client), denoise(client)
+                client.post("/digits/classify-image", content=b"not a png", headers={"content-type": "image/png"})
+                client.post("/denoise", files={"image": ("x.png", b"not a png", "image/png")})
+                client.post("/sentiment/classify", json={"text": "a wrong field name"})
+
+    clients = [threading.Thread(target=client_loop) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join()
+
+
+def query(prometheus: str, expression: str, model: str) -> list[dict]:
+    expression = expression.replace("$__rate_interval", "30s").replace("${model}", model).replace("$model", model)
+    answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": expression}, timeout=10).json()
+    assert answer["status"] == "success", (expression, answer)
+    return answer["data"]["result"]
+
+
+def test_every_dashboard_query_returns_data_from_the_running_image(container, prometheus):
+    drive_traffic(container.url)
+    scraped = f"{prometheus}/api/v1/query?query=bentoml_service_request_total"
+    wait_for(lambda: len(httpx.get(scraped, timeout=5).json()["data"]["result"]) >= 3, "the traffic to be scraped")
+    time.sleep(2)  # one more scrape after the last request
+    dashboard = json.loads((COMPOSE / "grafana" / "dashboards" / "modelserver.json").read_text())
+    empty = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            if NEEDS_REJECTIONS in target["expr"]:
+                continue
+            per_model = "$model" in target["expr"] or "${model}" in target["expr"]
+            for model in MODELS if per_model else ("all",):
+                if any(metric in target["expr"] and model == expected for metric, expected in EXPECTED_EMPTY):
+                    continue
+                if not query(prometheus, target["expr"], model):
+                    empty.append(f"{panel['title']} / {target['legendFormat']} / {model}")
+    print(f"\n{len(dashboard['panels'])} panels checked; empty: {empty}")
+    assert not empty
