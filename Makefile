@@ -21,7 +21,7 @@ export CONTAINERS_CONF ?= $(CURDIR)/deploy/container/containers.conf
 export CONTAINERS_STORAGE_CONF ?= $(CURDIR)/.containers/storage.conf
 VARIANT ?= cpu
 
-.PHONY: serve test models train-digits export-digits digits eval-digits train-sentiment export-sentiment sentiment eval-sentiment train-denoise export-denoise denoise eval-denoise loadtest benchmark bento container-tools base-image image images test-container test-deploy clean
+.PHONY: serve test models train-digits export-digits digits eval-digits train-sentiment export-sentiment sentiment eval-sentiment train-denoise export-denoise denoise eval-denoise loadtest benchmark bento container-tools base-image image images serve-image test-container test-deploy clean
 
 serve: $(VENV)/.serve-installed models  ## serve the shipped models on $(HOST):$(PORT) in the foreground
 	MODEL_SERVER_HOST=$(HOST) MODEL_SERVER_PORT=$(PORT) exec $(BIN)/bentoml serve service.app:ModelServer
@@ -105,6 +105,10 @@ image: container-tools bento  ## container image of the Bento: VARIANT=cpu (defa
 images: container-tools bento  ## both images: localhost/modelserver:cpu and :gpu
 	BENTOML=$(BIN)/bentoml deploy/container/build-image.sh cpu
 	BENTOML=$(BIN)/bentoml deploy/container/build-image.sh gpu
+
+serve-image: image  ## run the image in the foreground on $(HOST):$(PORT), locked down as in deploy/k8s (Ctrl+C stops)
+	$$(deploy/container/engine.sh) run --rm -p $(HOST):$(PORT):3000 --read-only --tmpfs /tmp:size=256m \
+		--cap-drop ALL --security-opt no-new-privileges --cpus 2 localhost/modelserver:$(VARIANT)
 
 test-container: $(VENV)/.dev-installed image  ## container smoke test: build the CPU image, run it on loopback, call it, stop it
 	IMAGE=localhost/modelserver:$(VARIANT) $(BIN)/python -m pytest -m container -v -s tests/container

@@ -21,9 +21,7 @@ context=$root/build/image-$variant
 ca_dir=${EXTRA_CA_DIR:-/usr/local/share/ca-certificates}
 
 case $variant in cpu|gpu) ;; *) echo "usage: $0 [cpu|gpu]" >&2; exit 2 ;; esac
-if [ -z "${ENGINE:-}" ]; then
-  if command -v docker >/dev/null && docker info >/dev/null 2>&1; then ENGINE=docker; else ENGINE=podman; fi
-fi
+ENGINE=$("$here/engine.sh")
 command -v "$ENGINE" >/dev/null || { echo "build-image.sh: neither a Docker engine nor podman found (see DEVELOPERS.md)" >&2; exit 1; }
 
 started=$SECONDS

@@ -6,6 +6,7 @@ The container gets what Kubernetes gives it in deploy/k8s: a read-only root file
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -21,20 +23,17 @@ import pytest
 from loadtest.stepload import free_port
 
 IMAGE = os.environ.get("IMAGE", "localhost/modelserver:cpu")
+ENGINE_SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "container" / "engine.sh"
 STARTUP_SECONDS = 120
 
 
+@functools.cache
 def engine() -> str:
-    """docker where a Docker engine answers, else podman (what build-image.sh chose too)."""
-    chosen = os.environ.get("ENGINE")
-    if chosen:
-        return chosen
-    docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "info"], capture_output=True).returncode == 0:
-        return "docker"
-    if shutil.which("podman"):
-        return "podman"
-    pytest.fail("no container engine: run `make test-container`, which installs podman (see DEVELOPERS.md)")
+    """The engine build-image.sh used: $ENGINE, else docker where a Docker engine answers, else podman."""
+    chosen = subprocess.run([str(ENGINE_SCRIPT)], capture_output=True, text=True, check=True).stdout.strip()
+    if not shutil.which(chosen):
+        pytest.fail(f"no container engine ({chosen}): run `make test-container`, which installs podman (DEVELOPERS.md)")
+    return chosen
 
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
