@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from service.denoise import DenoiseAPI
-from service.diagnostics import DiagnosticsAPI, noop_body
+from service.diagnostics import DiagnosticsAPI, noop_body, runtime_state
 from service.digits import DigitsAPI, classify_image_body, classify_npy_body
 from service.guards import AdmissionLimit, ApiKeyAuth
 from service.http import BodySizeLimit, refuse_remote_uploads
@@ -23,9 +23,11 @@ from service.lifecycle import STATE, drain_on_sigterm
 from service.runtime import OnnxModel, load_models, verify_store
 from service.sentiment import SentimentAPI
 from service.settings import get_settings
+from service.timeouts import replace_bentoml_timeout
 
 settings = get_settings()
 refuse_remote_uploads()
+replace_bentoml_timeout()
 MODEL_APIS = (DigitsAPI, SentimentAPI, DenoiseAPI)
 APIS = MODEL_APIS + ((DiagnosticsAPI,) if settings.diagnostics else ())
 
@@ -92,7 +94,8 @@ ROUTES = [
     Route("/digits/classify-tensor", classify_npy_body, methods=["POST"]),
 ]
 if settings.diagnostics:
-    ROUTES.append(Route("/diagnostics/noop-body", noop_body, methods=["POST"]))
+    ROUTES += [Route("/diagnostics/noop-body", noop_body, methods=["POST"]),
+               Route("/diagnostics/runtime", runtime_state, methods=["GET"])]
 ModelServer.mount_asgi_app(Starlette(routes=ROUTES), path="/")
 
 # Refuse to start (one clear line, non-zero exit) rather than crash-loop workers on a missing or corrupt model.

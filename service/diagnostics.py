@@ -1,9 +1,12 @@
-"""No-op endpoints that measure the transport alone (HTTP, parsing, validation, JSON answer), no model.
+"""No-op endpoints that measure the transport alone (HTTP, parsing, validation, JSON answer), no model,
+and a view of the worker's event loop and heap.
 
 Only served when MODEL_SERVER_DIAGNOSTICS=true: the benchmark (loadtest/benchmark.py) compares each
 model endpoint with them to see how much of a request's cost is the model and how much the server.
 """
 
+import asyncio
+import gc
 from pathlib import Path
 from typing import Annotated
 
@@ -36,3 +39,16 @@ class DiagnosticsAPI:
 async def noop_body(request: Request) -> JSONResponse:
     """POST /diagnostics/noop-body: read a raw body like /digits/classify-image and answer its size."""
     return JSONResponse({"bytes": len(await request.body())})
+
+
+async def runtime_state(_: Request) -> JSONResponse:
+    """GET /diagnostics/runtime: timers pending on this worker's event loop and objects the GC tracks.
+
+    Timers should not outlive requests (service/timeouts.py); the test under load checks it here.
+    """
+    scheduled = getattr(asyncio.get_running_loop(), "_scheduled", None)  # asyncio's timer heap (CPython)
+    return JSONResponse({
+        "scheduled_timers": None if scheduled is None else sum(not timer.cancelled() for timer in scheduled),
+        "gc_tracked_objects": len(gc.get_objects()),
+        "gc_frozen_objects": gc.get_freeze_count(),
+    })

@@ -154,3 +154,22 @@ def test_a_request_over_the_timeout_gets_504_and_the_server_carries_on(server):
         assert "3" in response.json()["error"]
         assert waited < TIMEOUT_S + 2
         assert every_endpoint_answers_correctly(client)
+
+
+def test_finished_requests_leave_no_timers_behind(start_server):
+    """Each request's deadline ends with it (service/timeouts.py): BentoML's own kept a timer, and through it
+    the request's context and tracing span, alive for the whole timeout - long GC pauses under load."""
+    diagnostics = start_server(diagnostics="true")  # the request timeout stays at its 25 s default
+
+    async def burst() -> None:
+        limits = httpx.Limits(max_connections=32)
+        async with httpx.AsyncClient(base_url=diagnostics.url, timeout=30, limits=limits) as client:
+            for _ in range(10):
+                answers = await asyncio.gather(*(client.post("/diagnostics/noop-body", content=b"x" * 100)
+                                                 for _ in range(100)))
+                assert all(answer.status_code == 200 for answer in answers)
+
+    asyncio.run(burst())
+    state = httpx.get(f"{diagnostics.url}/diagnostics/runtime", timeout=10).json()
+    print(f"\nafter 1,000 requests: {state}")
+    assert state["scheduled_timers"] is not None and state["scheduled_timers"] < 50, state
