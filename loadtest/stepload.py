@@ -130,11 +130,20 @@ def step_table(history_csv: Path) -> list[dict]:
         last = steady[-1]
         table.append({
             "users": users,
-            "requests_per_s": round(sum(float(r["Requests/s"]) for r in steady) / len(steady), 1),
+            "requests_per_s": _rate(steady, "Requests/s", "Total Request Count"),
             "p50_ms": _number(last["50%"]), "p95_ms": _number(last["95%"]), "p99_ms": _number(last["99%"]),
-            "failures_per_s": round(sum(float(r["Failures/s"]) for r in steady) / len(steady), 2),
+            "failures_per_s": _rate(steady, "Failures/s", "Total Failure Count"),
         })
     return table
+
+
+def _rate(rows: list[dict], current: str, total: str) -> float:
+    """Per-second rate over the rows: from the cumulative count where they span time, since locust's
+    rolling "current" rate lags by seconds and reads 0 at the start of a short step on a busy machine."""
+    seconds = int(rows[-1]["Timestamp"]) - int(rows[0]["Timestamp"])
+    if seconds > 0:
+        return round((int(rows[-1][total]) - int(rows[0][total])) / seconds, 2)
+    return round(sum(float(row[current]) for row in rows) / len(rows), 2)
 
 
 def _number(value: str) -> float | None:

@@ -46,7 +46,7 @@ async def runtime_state(_: Request) -> JSONResponse:
 
     Timers should not outlive requests (service/timeouts.py); the test under load checks it here.
     """
-    scheduled = getattr(asyncio.get_running_loop(), "_scheduled", None)  # asyncio's timer heap (CPython)
+    scheduled = getattr(asyncio.get_running_loop(), "_scheduled", None)  # asyncio's timer heap; not in uvloop
     return JSONResponse({
         "scheduled_timers": None if scheduled is None else sum(not timer.cancelled() for timer in scheduled),
         "gc_tracked_objects": len(gc.get_objects()),

@@ -23,5 +23,6 @@ def test_step_load_writes_csv_html_and_plots(server_url, tmp_path, user):
         assert (out / name).stat().st_size > 0, name
     steps = list(csv.DictReader((out / "steps.csv").open()))
     assert [int(row["users"]) for row in steps] == [2, 4]
-    assert all(float(row["requests_per_s"]) > 0 and float(row["failures_per_s"]) == 0 for row in steps)
+    assert all(float(row["requests_per_s"]) > 0 and float(row["failures_per_s"]) == 0 for row in steps), (
+        steps, (out / "locust_failures.csv").read_text()[-1000:])
     assert "load generator CPU" in finished.stdout
