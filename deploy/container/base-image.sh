@@ -25,12 +25,11 @@ fi
 command -v debootstrap >/dev/null || { echo "base-image.sh: debootstrap is not installed (apt-get install debootstrap)" >&2; exit 1; }
 
 rootfs=$(mktemp -d /var/tmp/modelserver-rootfs.XXXXXX)
-trap 'rm -rf "$rootfs"' EXIT
+trap 'rm -rf "$rootfs" "$rootfs.log"' EXIT
 
 echo "[base] debootstrap --variant=minbase $suite from $mirror"
 debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
   || { tail -20 "$rootfs.log" >&2; exit 1; }
-rm -f "$rootfs.log"
 
 if compgen -G "$ca_dir/*.crt" >/dev/null; then
   echo "[base] trusting the extra CA certificates in $ca_dir"
