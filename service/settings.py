@@ -58,7 +58,9 @@ class Settings(BaseSettings):
     port: int = Field(3000, ge=1, le=65535, description="HTTP port")
     workers: int = Field(1, ge=1, le=64, description="server worker processes, each with its own model sessions")
     ort_threads: int = Field(
-        0, ge=0, le=256, description="onnxruntime intra-op threads per model session; 0 = usable CPU cores (a container CPU quota counts) / workers"
+        0, ge=0, le=256,
+        description="onnxruntime intra-op threads per model session; 0 = usable CPU cores (a container CPU quota "
+        "counts) / workers",
     )
     ort_threads_per_model: dict[str, Annotated[int, Field(ge=1, le=256)]] = Field(
         default_factory=dict, description='JSON map overriding ort_threads for some models, e.g. {"digits": 1}'

@@ -37,7 +37,7 @@ def prometheus(container: Container, tmp_path: Path) -> Iterator[str]:
     """Prometheus (Debian's package) with the compose stack's scrape config, pointed at the container."""
     binary = shutil.which("prometheus")
     if not binary:
-        pytest.fail("prometheus is not installed: `make test-container` installs it (deploy/container/install-tools.sh)")
+        pytest.fail("prometheus is not installed: `make test-container` installs it (install-tools.sh)")
     config = yaml.safe_load((COMPOSE / "prometheus.yml").read_text())
     config["global"]["scrape_interval"] = "1s"
     config["scrape_configs"][0]["static_configs"][0]["targets"] = [container.url.removeprefix("http://")]
