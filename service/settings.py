@@ -66,8 +66,8 @@ class Settings(BaseSettings):
         default_factory=dict, description='JSON map overriding ort_threads for some models, e.g. {"digits": 1}'
     )
     ort_spinning: bool = Field(
-        True, description="let onnxruntime threads spin-wait between runs (its default); measured faster here even "
-        "though the HTTP server shares the cores (docs/performance.md)"
+        False, description="let onnxruntime threads spin-wait between runs (onnxruntime's default); off, the cores "
+        "go to the HTTP server between batches: faster here and a tighter p99 (docs/performance.md, change 11)"
     )
     provider: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="execution provider: cuda falls back to cpu when no GPU is usable; auto picks cuda if present"
