@@ -5,7 +5,7 @@
 set -euo pipefail
 
 missing=()
-if ! (command -v docker >/dev/null && docker info >/dev/null 2>&1); then
+if [ "$("$(dirname "$0")/engine.sh")" != docker ]; then
   command -v podman >/dev/null || missing+=(podman)
   command -v runc >/dev/null || missing+=(runc)
   command -v debootstrap >/dev/null || missing+=(debootstrap)
