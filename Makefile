@@ -21,7 +21,7 @@ export CONTAINERS_CONF ?= $(CURDIR)/deploy/container/containers.conf
 export CONTAINERS_STORAGE_CONF ?= $(CURDIR)/.containers/storage.conf
 VARIANT ?= cpu
 
-.PHONY: serve test models train-digits export-digits digits eval-digits train-sentiment export-sentiment sentiment eval-sentiment train-denoise export-denoise denoise eval-denoise loadtest benchmark bento container-tools base-image image images serve-image test-container test-deploy clean
+.PHONY: serve test models train-digits export-digits digits eval-digits train-sentiment export-sentiment sentiment eval-sentiment train-denoise export-denoise denoise eval-denoise loadtest soak benchmark bento container-tools base-image image images serve-image test-container test-deploy clean
 
 serve: $(VENV)/.serve-installed models  ## serve the shipped models on $(HOST):$(PORT) in the foreground
 	MODEL_SERVER_HOST=$(HOST) MODEL_SERVER_PORT=$(PORT) exec $(BIN)/bentoml serve service.app:ModelServer
@@ -82,6 +82,9 @@ eval-denoise: $(VENV)/.dev-installed  ## PSNR of a running server's /denoise on 
 loadtest: $(VENV)/.dev-installed  ## step-load with locust (USER_CLASS=DigitsUser|SentimentUser|DenoiseUser|MixedUser, URL=... or a server it starts)
 	$(BIN)/python -m loadtest.stepload --user $${USER_CLASS:-MixedUser} $${URL:+--url $$URL} \
 		--max-users $${MAX_USERS:-64} --step-users $${STEP_USERS:-8} --step-seconds $${STEP_SECONDS:-15}
+
+soak: $(VENV)/.dev-installed models  ## mixed load at half the sustainable rate for 10 minutes: RSS, p50/p99 per minute, errors (MINUTES=...)
+	$(BIN)/python -m loadtest.soak --minutes $${MINUTES:-10} $${URL:+--url $$URL}
 
 benchmark: $(VENV)/.dev-installed models  ## serving benchmark, one run: compute vs transport limits, batching, FastAPI baseline
 	$(BIN)/python -m loadtest.benchmark

@@ -25,7 +25,8 @@ from modelcore.card import MODEL_FILE, ModelMetadata, TensorSpec, file_sha256
 from modelcore.denoise import add_noise, estimate_sigma, from_tiles, psnr, to_tiles
 from modelcore.denoise_data import TARGET_MARGINS, TEST_SIGMAS, noisy_test_set
 from training.common import git_commit, load_checkpoint
-from training.denoise import Denoiser, grey
+from training.denoise import grey
+from training.networks import Denoiser
 
 ATOL, RTOL = 1e-4, 1e-3
 FIGURE_FILE = "evaluation.png"

@@ -20,7 +20,8 @@ from export import onnx_export
 from modelcore import digits, mnist
 from modelcore.card import MODEL_FILE, ModelMetadata, TensorSpec, file_sha256
 from training.common import git_commit, load_checkpoint
-from training.digits import DigitNet, prepare
+from training.digits import prepare
+from training.networks import DigitNet
 
 PARITY_IMAGES = 1000
 ATOL, RTOL = 1e-5, 1e-4

@@ -32,7 +32,8 @@ from modelcore.card import MODEL_FILE, ModelMetadata, TensorSpec, file_sha256
 from modelcore.sentiment import LABELS, TOKENIZER_FILE, Encoded, TextEncoder
 from modelcore.sentiment_corpus import PROVENANCE, load_splits
 from training.common import git_commit, load_checkpoint
-from training.sentiment import SentimentNet, encoder_dir, length_batches, scores
+from training.networks import SentimentNet
+from training.sentiment import encoder_dir, length_batches, scores
 
 MAX_ARTIFACT_MB = 30
 MAX_F1_DROP = 0.005  # quantisation may cost at most this much macro-F1

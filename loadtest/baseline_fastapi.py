@@ -17,7 +17,7 @@ from fastapi import FastAPI, UploadFile
 from modelcore import digits
 from modelcore.images import decode_grey
 from training.common import load_checkpoint
-from training.digits import DigitNet
+from training.networks import DigitNet
 
 CHECKPOINT = Path(__file__).resolve().parent.parent / "runs" / "digits" / "checkpoint.pt"
 

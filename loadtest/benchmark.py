@@ -33,7 +33,7 @@ import httpx
 import numpy as np
 
 from loadtest import payloads
-from loadtest.stepload import free_port, served_locally
+from service.launch import free_port, served_locally
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
@@ -158,7 +158,8 @@ def fastapi_baseline(log: Path) -> Iterator[str]:
 
 
 def served_figures(args: argparse.Namespace, results: dict) -> None:
-    with served_locally(args.out / "server-batching-on.log", diagnostics="true") as url:
+    with served_locally(args.out / "server-batching-on.log", diagnostics="true") as server:
+        url = server.url
         for model in args.models:
             figures = results[model]
             figures["b_noop"] = load(url, *NOOP[model], args)
@@ -176,7 +177,8 @@ def served_figures(args: argparse.Namespace, results: dict) -> None:
             if model == "digits":
                 half = figures["c_raw_body"]["requests_per_s"] / 2
                 figures["f_half_load"] = load(url, *FAST_SINGLE[model], args, rate=half)
-    with served_locally(args.out / "server-batching-off.log", max_batch_size="1") as url:
+    with served_locally(args.out / "server-batching-off.log", max_batch_size="1") as server:
+        url = server.url
         for model in args.models:
             results[model]["c_batching_off"] = load(url, *SINGLE[model], args)
     if "digits" in args.models:

@@ -9,21 +9,14 @@ clients; prints accuracy, requests/second and latency percentiles, and exits non
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 
 import numpy as np
-from PIL import Image
 
 from loadtest.http_eval import post_all
 from modelcore import mnist
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
+from modelcore.images import png_bytes
 
 
 def evaluate(url: str, images: np.ndarray, truth: np.ndarray, concurrency: int) -> dict:

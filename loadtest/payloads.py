@@ -14,8 +14,8 @@ import numpy as np
 from urllib3 import encode_multipart_formdata
 
 from loadtest.denoise_eval import png
-from loadtest.digits_eval import png_bytes
 from modelcore import mnist
+from modelcore.images import png_bytes
 
 SAMPLES = 256
 DENOISE_CROP = 128

@@ -17,20 +17,18 @@ import argparse
 import contextlib
 import csv
 import os
-import socket
 import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
-import httpx
 import psutil
+
+from service.launch import served_locally
 
 ROOT = Path(__file__).resolve().parent.parent
 USERS = ("DigitsUser", "SentimentUser", "DenoiseUser", "MixedUser")
-STARTUP_SECONDS = 120
 SETTLE_SECONDS = 2.0  # the first seconds of each step (users still connecting) are left out of its rate
 
 
@@ -47,50 +45,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("need step-users >= 1, max-users >= step-users and step-seconds >= 3")
     args.out = args.out or ROOT / "runs" / "loadtest" / f"{args.user}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
     return args
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextlib.contextmanager
-def served_locally(log: Path, **settings: str) -> Iterator[str]:
-    """Import the shipped models and serve them on a free loopback port until the block ends.
-
-    `settings` are MODEL_SERVER_* values by lower-case name, e.g. max_batch_size="1".
-    """
-    port = free_port()
-    env = {**os.environ, "MODEL_SERVER_HOST": "127.0.0.1", "MODEL_SERVER_PORT": str(port)}
-    env.update({f"MODEL_SERVER_{name.upper()}": value for name, value in settings.items()})
-    env.setdefault("BENTOML_HOME", str(ROOT / ".bentoml"))
-    subprocess.run([sys.executable, "-m", "service.store", "import-shipped"], env=env, cwd=ROOT, check=True)
-    with open(log, "wb") as output:
-        server = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "service.app:ModelServer"], env=env,
-                                  cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(url, server, log)
-        yield url
-    finally:
-        server.terminate()  # SIGTERM: the server drains and exits
-        try:
-            server.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            server.kill()
-
-
-def wait_until_ready(url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"the server exited during start-up; see {log}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        time.sleep(0.5)
-    raise SystemExit(f"the server was not ready after {STARTUP_SECONDS} s; see {log}")
 
 
 def run_locust(url: str, args: argparse.Namespace) -> tuple[int, float]:
@@ -191,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        url = args.url or stack.enter_context(served_locally(args.out / "server.log"))
+        url = args.url or stack.enter_context(served_locally(args.out / "server.log")).url
         status, generator_cpu = run_locust(url, args)
     table = step_table(args.out / "locust_stats_history.csv")
     if not table:

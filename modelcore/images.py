@@ -131,6 +131,13 @@ def merge_planes(planes: Planes) -> Image.Image:
     return Image.fromarray(stacked)
 
 
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """A uint8 (H, W) or (H, W, C) array as PNG bytes, compressed as Pillow does by default (what clients send)."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def encode_png(image: Image.Image) -> bytes:
     """Lossless PNG bytes (fast compression: the response is made per request)."""
     buffer = io.BytesIO()

@@ -15,11 +15,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from service.denoise import DenoiseAPI
-from service.diagnostics import DiagnosticsAPI, noop_body, runtime_state
-from service.digits import DigitsAPI, classify_image_body, classify_npy_body
+from service.diagnostics import DiagnosticsAPI, hold, noop_body, runtime_state
+from service.digits import DigitsAPI, classify_image_body, classify_npy_body, documented_routes
 from service.guards import AdmissionLimit, ApiKeyAuth
-from service.http import BodySizeLimit, refuse_remote_uploads
+from service.http import BodySizeLimit, answer_malformed_requests, refuse_remote_uploads
 from service.lifecycle import STATE, drain_on_sigterm
+from service.openapi import Operation, serve_completed_spec
 from service.runtime import OnnxModel, load_models, verify_store
 from service.sentiment import SentimentAPI
 from service.settings import get_settings
@@ -27,6 +28,7 @@ from service.timeouts import replace_bentoml_timeout
 
 settings = get_settings()
 refuse_remote_uploads()
+answer_malformed_requests()
 replace_bentoml_timeout()
 MODEL_APIS = (DigitsAPI, SentimentAPI, DenoiseAPI)
 APIS = MODEL_APIS + ((DiagnosticsAPI,) if settings.diagnostics else ())
@@ -95,8 +97,13 @@ ROUTES = [
 ]
 if settings.diagnostics:
     ROUTES += [Route("/diagnostics/noop-body", noop_body, methods=["POST"]),
-               Route("/diagnostics/runtime", runtime_state, methods=["GET"])]
+               Route("/diagnostics/runtime", runtime_state, methods=["GET"]),
+               Route("/diagnostics/hold", hold, methods=["POST"])]
 ModelServer.mount_asgi_app(Starlette(routes=ROUTES), path="/")
+MODELS_ANSWER = {"type": "object", "required": ["models"],
+                 "properties": {"models": {"type": "array", "items": {"type": "object"}}}}
+serve_completed_spec([Operation("get", "/models", "Every served model: version, inputs, outputs, metrics, provider",
+                                answer=MODELS_ANSWER, errors=("401", "503", "504")), *documented_routes()])
 
 # Refuse to start (one clear line, non-zero exit) rather than crash-loop workers on a missing or corrupt model.
 verify_store(ModelServer.inner)

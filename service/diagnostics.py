@@ -1,8 +1,9 @@
 """No-op endpoints that measure the transport alone (HTTP, parsing, validation, JSON answer), no model,
-and a view of the worker's event loop and heap.
+a view of the worker's event loop and heap, and a request that holds its place for a given time.
 
 Only served when MODEL_SERVER_DIAGNOSTICS=true: the benchmark (loadtest/benchmark.py) compares each
-model endpoint with them to see how much of a request's cost is the model and how much the server.
+model endpoint with them to see how much of a request's cost is the model and how much the server. The tests
+use /diagnostics/hold to provoke timeouts, capacity limits and shutdown drains the same way on any machine.
 """
 
 import asyncio
@@ -15,6 +16,7 @@ from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from service.http import error_response
 from service.settings import get_settings
 
 settings = get_settings()
@@ -52,3 +54,22 @@ async def runtime_state(_: Request) -> JSONResponse:
         "gc_tracked_objects": len(gc.get_objects()),
         "gc_frozen_objects": gc.get_freeze_count(),
     })
+
+
+MAX_HOLD_S = 600.0
+
+
+async def hold(request: Request) -> JSONResponse:
+    """POST /diagnostics/hold?seconds=S: stay in flight for S seconds (no CPU used), then answer.
+
+    A request that takes exactly as long as asked, whatever the machine: what the tests use to exceed the
+    request timeout, fill the admission limit, or be in flight when a shutdown starts.
+    """
+    try:
+        seconds = float(request.query_params.get("seconds", "1"))
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= MAX_HOLD_S:
+        return error_response(400, f"seconds must be a number from 0 to {MAX_HOLD_S:g}, e.g. /diagnostics/hold?seconds=2")
+    await asyncio.sleep(seconds)
+    return JSONResponse({"held_s": seconds})

@@ -16,6 +16,7 @@ from modelcore import digits
 from modelcore.errors import InputError
 from modelcore.images import decode_grey
 from service.http import answers_client_errors
+from service.openapi import Operation, model_schema
 from service.runtime import OnnxModel
 from service.schemas import ModelRef
 from service.settings import get_settings
@@ -167,3 +168,16 @@ async def classify_npy_body(request: Request) -> Response:
     pixels = npy_to_pixels(await request.body())
     model = bentoml.get_current_service().models[NAME]
     return JSONResponse({"results": predictions(await model.predict({"pixels": pixels})), "model": model.reference()})
+
+
+def documented_routes() -> list[Operation]:
+    """The OpenAPI operations of the plain /digits routes (BentoML documents the others)."""
+    one, one_refs = model_schema(DigitResponse)
+    many, many_refs = model_schema(DigitArraysResponse)
+    return [
+        Operation("post", "/digits/classify-image", "Classify one digit image sent as the request body (PNG or JPEG)",
+                  answer=one, schemas=one_refs, body_types=("image/png", "image/jpeg", "application/octet-stream")),
+        Operation("post", "/digits/classify-tensor",
+                  "Classify a .npy array (numpy.save) of shape (N, 28, 28) in MNIST layout, values 0-255",
+                  answer=many, schemas=many_refs, body_types=("application/x-npy", "application/octet-stream")),
+    ]

@@ -1,4 +1,5 @@
-"""HTTP plumbing shared by every endpoint: client-error responses and the request-size limit."""
+"""HTTP plumbing shared by every endpoint: client-error responses, the request-size limit, and 4xx answers for
+requests BentoML cannot parse (it would answer 500)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
-from starlette.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from modelcore.errors import InputError
 from service.metrics import count_client_error
@@ -33,10 +36,7 @@ def answers_client_errors(model: str) -> Callable[[Endpoint], Endpoint]:
             try:
                 return await endpoint(*args, **kwargs)
             except InputError as exc:
-                # Payloads never reach the log: only the status and our own message.
-                log.info("%s: %d %s", model, exc.status, exc.message)
-                count_client_error(model, exc.status)
-                return error_response(exc.status, exc.message)
+                return client_error(model, exc.status, exc.message)
 
         return guarded  # type: ignore[return-value]
 
@@ -153,3 +153,70 @@ def _form_errors(cls: Any, unknown: list[str], form: Any) -> ValidationError:
         if field.is_required() and name not in form
     ]
     return ValidationError.from_exception_data(cls.__name__, errors)
+
+
+JSON_TYPES = ("application/json",)
+MULTIPART_TYPES = ("multipart/form-data",)
+
+
+def answer_malformed_requests() -> None:
+    """Make BentoML's endpoints answer every request they cannot parse with a 4xx {"error"}, never a 500.
+
+    BentoML picks its body parser from the Content-Type alone and lets the parser's own 400s (a multipart
+    body without a boundary, a malformed multipart body) escape as 500s. Here each endpoint first checks the
+    Content-Type against the one body format it takes (415 naming that format otherwise), and any 4xx the
+    parsing raises becomes our error answer, naming the fields to send.
+    """
+    from _bentoml_impl.server.app import ServiceAppFactory
+    from bentoml.exceptions import BentoMLException
+
+    parse_and_call = ServiceAppFactory.api_endpoint
+
+    async def api_endpoint(self: Any, name: str, request: Request) -> Response:
+        spec = self.service.apis[name].input_spec
+        model = request.url.path.strip("/").split("/")[0]
+        unfit = _unfit_media_type(spec, request.headers.get("content-type"))
+        if unfit is not None:
+            return client_error(model, *unfit)
+        try:
+            return await parse_and_call(self, name, request)
+        except HTTPException as exc:  # starlette's form parser: 400 "Missing boundary", "Invalid multipart data"
+            if exc.status_code >= 500:
+                raise
+            return client_error(model, exc.status_code, f"{exc.detail.rstrip('.')}: {what_to_send(spec)}.")
+        except BentoMLException as exc:  # BentoML's own 4xx answer would be a list, not our {"error"} object
+            if exc.error_code >= 500:
+                raise
+            return client_error(model, int(exc.error_code), f"{exc.message.rstrip('.')}; {what_to_send(spec)}.")
+
+    ServiceAppFactory.api_endpoint = api_endpoint  # type: ignore[method-assign]
+
+
+def _unfit_media_type(spec: Any, content_type: str | None) -> tuple[int, str] | None:
+    """(status, why) when the request's Content-Type does not fit the endpoint, else None."""
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if spec.mime_type() == "multipart/form-data":
+        if media_type not in MULTIPART_TYPES:
+            return 415, f"This endpoint got Content-Type {media_type or '(none)'}; {what_to_send(spec)}."
+        if "boundary=" not in (content_type or "").lower():
+            return 400, f"The multipart Content-Type has no boundary parameter; {what_to_send(spec)}."
+        return None
+    # No Content-Type is read as JSON (BentoML's default); structured-syntax types like application/ld+json too.
+    if not media_type or media_type in JSON_TYPES or media_type.endswith("+json"):
+        return None
+    return 415, f"This endpoint got Content-Type {media_type}; {what_to_send(spec)}."
+
+
+def what_to_send(spec: Any) -> str:
+    """The body an endpoint takes, in words, from its input model."""
+    fields = [f"{name}{'' if field.is_required() else ' (optional)'}" for name, field in spec.model_fields.items()]
+    if spec.mime_type() == "multipart/form-data":
+        return f"send a multipart/form-data body (e.g. curl -F) with the field(s) {', '.join(fields)}"
+    return f"send Content-Type: application/json with a JSON object with the field(s) {', '.join(fields)}"
+
+
+def client_error(model: str, status: int, message: str) -> JSONResponse:
+    """A client mistake's answer, logged and counted. Payloads never reach the log: only the status and our message."""
+    log.info("%s: %d %s", model, status, message)
+    count_client_error(model, status)
+    return error_response(status, message)

@@ -3,19 +3,23 @@
     python -m training.denoise                          # full run (about 35 min on 2 cores)
     python -m training.denoise --dry-run --out /tmp/d   # one batch, for tests
 
-Data: real images bundled with scikit-image and scikit-learn (public domain / CC0) and MNIST training
-digits, as random 64x64 patches with flips and rotations. The seven test images (camera, moon, coins,
+Data: natural photographs (`--photos`, default $DENOISE_PHOTOS_DIR or ../shared/data/photos: licensed
+photographs from Debian packages, credited in the model card), real images bundled with scikit-image and
+scikit-learn (public domain / CC0) and MNIST training digits, as random 64x64 patches with flips and rotations. The seven test images (camera, moon, coins,
 astronaut, coffee, chelsea, rocket) are never loaded here. Noise: additive Gaussian, sigma drawn from
 [0, 55] (0-255 scale), clipped and quantised to 8 bits like a real upload. The right-most fifth of every
-training image is held out; fixed noisy patches from it drive early stopping.
+training image, and a fixed set of whole photographs, are held out; fixed noisy patches from them drive early
+stopping. Long runs are resumable: `--resume` continues from the training state saved at every validation check.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +32,21 @@ from modelcore import mnist
 from modelcore.denoise import add_noise
 from modelcore.denoise_data import TEST_IMAGES
 from training.common import EarlyStopping, git_commit, save_checkpoint, seed_everything, use_threads
+from training.networks import Denoiser
 
 # skimage.data loaders that need no network. `cat` is chelsea under another name: excluded with it.
 TRAIN_IMAGES = ("brick", "grass", "gravel", "cell", "clock", "retina", "hubble_deep_field", "immunohistochemistry",
                 "page", "text", "horse", "microaneurysms", "stereo_motorcycle", "lfw_subset")
 VALIDATION_FRACTION = 0.2
+PHOTOS_ENV = "DENOISE_PHOTOS_DIR"
+SHARED_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos"
+# Whole photographs held out for validation: overlapping panorama pairs stay together on one side of the split.
+VALIDATION_PHOTOS = ("opencv-doc__aero1", "opencv-doc__aero3", "opencv-doc__leuvenA", "opencv-doc__leuvenB",
+                     "opencv-doc__fruits", "lomiri-wallpapers-16.04__sunset_by_Aitzol_Berasategi")
+# Stored at native size from JPEG quality 75-79: halved, so the network does not learn to keep 8x8 block artefacts.
+BLOCKY_PHOTOS = ("opencv-doc__aero1", "opencv-doc__aero3", "opencv-doc__board", "opencv-doc__building",
+                 "opencv-doc__butterfly", "opencv-doc__home")
+STATE_FILE = "training_state.pt"
 MAX_SIGMA = 55.0
 VALIDATION_SIGMAS = (15.0, 25.0, 50.0)
 PROVENANCE = {
@@ -43,25 +57,6 @@ PROVENANCE = {
     "test_images": list(TEST_IMAGES),
     "train_images": list(TRAIN_IMAGES) + ["sklearn china", "sklearn flower", "MNIST digit sheets"],
 }
-
-
-class Denoiser(nn.Module):
-    """Pixel-unshuffle to half resolution, concat the noise map, conv stack, predict the noise, subtract."""
-
-    def __init__(self, depth: int = 12, width: int = 64):
-        super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(5, width, 3, padding=1), nn.ReLU(inplace=True)]
-        for _ in range(depth - 2):
-            layers += [nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
-        layers.append(nn.Conv2d(width, 4, 3, padding=1))
-        self.body = nn.Sequential(*layers)
-
-    def forward(self, noisy: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """noisy (B, 1, H, W) in [0, 1], H and W even; sigma (B, 1) on the 0-255 scale -> (B, 1, H, W)."""
-        half = F.pixel_unshuffle(noisy, 2)  # (B, 4, H/2, W/2)
-        level = (sigma / 255.0).view(-1, 1, 1, 1).expand(-1, 1, half.shape[2], half.shape[3])
-        noise = F.pixel_shuffle(self.body(torch.cat([half, level], dim=1)), 2)
-        return noisy - noise
 
 
 def grey(image: np.ndarray) -> np.ndarray:
@@ -78,8 +73,46 @@ def grey(image: np.ndarray) -> np.ndarray:
     return rgb2gray(image) if image.ndim == 3 else image.astype(np.float64)
 
 
+def photos_dir(requested: Path | None) -> Path | None:
+    """The photographs folder: the flag, else $DENOISE_PHOTOS_DIR, else ../shared/data/photos when present."""
+    chosen = requested or (Path(os.environ[PHOTOS_ENV]) if os.environ.get(PHOTOS_ENV) else None)
+    if chosen is None:
+        return SHARED_PHOTOS if SHARED_PHOTOS.is_dir() else None
+    if not chosen.is_dir():
+        raise FileNotFoundError(f"photos folder {chosen} does not exist (--photos or ${PHOTOS_ENV})")
+    return chosen
+
+
+def photo_planes(directory: Path, validation: bool) -> list[np.ndarray]:
+    """Each photograph (training or validation side) as its grey plane plus its R, G and B planes."""
+    from PIL import Image
+
+    planes = []
+    for path in sorted(directory.glob("*.png")):
+        if (path.stem in VALIDATION_PHOTOS) != validation:
+            continue
+        image = Image.open(path).convert("RGB")
+        if path.stem in BLOCKY_PHOTOS:
+            image = image.reduce(2)
+        rgb = np.asarray(image)
+        planes += [grey(rgb)] + [rgb[..., channel] / 255.0 for channel in range(3)]
+    return planes
+
+
+def photo_provenance(directory: Path | None) -> dict | None:
+    """Which photographs trained (and validated) the model, with their SHA-256 from the folder's SHA256SUMS."""
+    if directory is None:
+        return None
+    sums = directory / "SHA256SUMS"
+    hashes = dict(line.split()[::-1] for line in sums.read_text().splitlines() if line.strip()) if sums.exists() else {}
+    files = sorted(path.name for path in directory.glob("*.png"))
+    return {"files": {name: hashes.get(name, "") for name in files},
+            "validation_files": [name for name in files if Path(name).stem in VALIDATION_PHOTOS],
+            "halved_for_jpeg_blocks": list(BLOCKY_PHOTOS)}
+
+
 def training_planes() -> list[np.ndarray]:
-    """Every training image as a greyscale plane (colour photos also give their R, G and B planes)."""
+    """Every bundled training image as a greyscale plane (colour photos also give their R, G and B planes)."""
     import skimage.data
     from sklearn.datasets import load_sample_images
 
@@ -107,6 +140,15 @@ def digit_sheets(count: int = 4, per_side: int = 18) -> list[np.ndarray]:
     picks = np.random.default_rng(0).choice(len(images), count * per_side * per_side, replace=False)
     digits = images[picks].reshape(count, per_side, per_side, 28, 28)
     return [sheet.transpose(0, 2, 1, 3).reshape(per_side * 28, per_side * 28) / 255.0 for sheet in digits]
+
+
+def all_planes(photos: Path | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(training planes, validation planes): bundled images split by strips, photographs by whole files."""
+    train, validation = split_planes(training_planes())
+    if photos is not None:
+        train += photo_planes(photos, validation=False)
+        validation += photo_planes(photos, validation=True)
+    return train, validation
 
 
 def split_planes(planes: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -171,6 +213,9 @@ def autocast(precision: str) -> contextlib.AbstractContextManager:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/denoise"))
+    parser.add_argument("--photos", type=Path, help=f"natural photographs (PNG) to train on; default ${PHOTOS_ENV}, "
+                        "else ../shared/data/photos when present; 'none' trains without")
+    parser.add_argument("--resume", action="store_true", help=f"continue from --out/{STATE_FILE} if a run left one")
     parser.add_argument("--steps", type=int, default=11000, help="maximum training steps")
     parser.add_argument("--sampling", choices=("image", "area"), default="image",
                         help="pick training patches from each image equally often, or in proportion to its area")
@@ -189,57 +234,122 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# Arguments a resumed run must share with the run that saved the state.
+RESUME_KEYS = ("steps", "batch_size", "patch", "lr", "depth", "width", "seed", "sampling", "photos", "eval_every")
+
+
+@dataclass
+class RunState:
+    """Where a training run stands: saved at every validation check, so `--resume` continues from there."""
+
+    step: int = 0
+    seconds: float = 0.0
+    history: list = field(default_factory=list)
+    best_state: dict | None = None
+    stopper: EarlyStopping = field(default_factory=lambda: EarlyStopping(patience=5))
+    rng_state: dict | None = None
+
+
+def save_state(path: Path, run: RunState, model: nn.Module, optimizer, schedule, args: argparse.Namespace) -> None:
+    """Write the run's state atomically (a crash while writing leaves the previous state intact)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save({"run": {**vars(run), "stopper": vars(run.stopper)}, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "args": {key: str(getattr(args, key)) for key in RESUME_KEYS}}, partial)
+    partial.replace(path)
+
+
+def load_state(path: Path, model: nn.Module, optimizer, schedule, args: argparse.Namespace) -> RunState:
+    """Restore model, optimiser, schedule and run state saved by an interrupted run with the same arguments."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    differing = [key for key in RESUME_KEYS if saved["args"][key] != str(getattr(args, key))]
+    if differing:
+        raise SystemExit(f"cannot resume {path}: it was saved with other {', '.join(differing)} "
+                         f"({', '.join(key + '=' + saved['args'][key] for key in differing)}); drop --resume or match them")
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    schedule.load_state_dict(saved["schedule"])
+    stopper = EarlyStopping(patience=args.patience)
+    stopper.__dict__.update({**saved["run"]["stopper"], "patience": args.patience})
+    return RunState(**{**saved["run"], "stopper": stopper})
+
+
+def train_step(model, optimizer, schedule, planes, args, rng, precision) -> float:
+    """One optimisation step on a fresh batch of noisy patches; returns the loss."""
+    model.train()
+    clean = random_patches(planes, args.batch_size, args.patch, rng, by_area=args.sampling == "area")
+    sigmas = rng.uniform(0, MAX_SIGMA, args.batch_size).astype(np.float32)
+    noisy = torch.from_numpy(noisy_batch(clean, sigmas, rng))[:, None]
+    with autocast(precision):
+        denoised = model(noisy, torch.from_numpy(sigmas)[:, None])
+    loss = F.mse_loss(denoised.float(), torch.from_numpy(clean)[:, None])
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    schedule.step()
+    return loss.item()
+
+
 def train(args: argparse.Namespace) -> dict:
-    """Run the whole training; returns the metadata written beside the checkpoint."""
+    """Run the whole training (or what an interrupted run left of it); returns the metadata written beside the checkpoint."""
     started, commit = time.perf_counter(), git_commit()
     seed_everything(args.seed)
     threads, precision = use_threads(args.threads), resolve_precision(args.precision)
-    rng = np.random.default_rng(args.seed)
-    train_planes, validation_planes = split_planes(training_planes())
+    photos = None if str(args.photos) == "none" else photos_dir(args.photos)
+    train_planes, validation_planes = all_planes(photos)
     validation = validation_set(validation_planes, args.patch, per_sigma=4 if args.dry_run else 64)
     model_config = {"depth": args.depth, "width": args.width}
     model = Denoiser(**model_config)
     steps = 1 if args.dry_run else args.steps
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=steps, pct_start=0.05)
-    stopper = EarlyStopping(patience=args.patience)
-    best_state, history, running = None, [], 0.0
-    print(f"denoise: {len(train_planes)} training planes, {len(validation[0])} validation patches, {threads} threads, {precision}")
-    progress = tqdm(range(1, steps + 1), desc="training", unit="step", mininterval=5)
-    for step in progress:
-        model.train()
-        clean = random_patches(train_planes, args.batch_size, args.patch, rng, by_area=args.sampling == "area")
-        sigmas = rng.uniform(0, MAX_SIGMA, args.batch_size).astype(np.float32)
-        noisy = torch.from_numpy(noisy_batch(clean, sigmas, rng))[:, None]
-        with autocast(precision):
-            denoised = model(noisy, torch.from_numpy(sigmas)[:, None])
-        loss = F.mse_loss(denoised.float(), torch.from_numpy(clean)[:, None])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        running += loss.item()
-        if step % args.eval_every == 0 or step == steps:
-            val_loss, val_psnr = validation_psnr(model, *validation)
-            improved = stopper.step(val_loss, step)
-            history.append(dict(step=step, train_loss=running / args.eval_every, val_loss=val_loss, **val_psnr))
-            running = 0.0
-            tqdm.write(f"step {step}: val PSNR " + ", ".join(f"{k} {v:.2f} dB" for k, v in val_psnr.items()) + ("  *best" if improved else ""))
-            if improved:
-                best_state = {k: v.clone() for k, v in model.state_dict().items()}
-            if stopper.should_stop:
-                print(f"early stop: no validation improvement in {args.patience} checks")
-                break
-    model.load_state_dict(best_state)
-    seconds = time.perf_counter() - started
-    print(f"best step {stopper.best_epoch}; {seconds:.0f} s")
+    state_path = args.out / STATE_FILE
+    run = RunState(stopper=EarlyStopping(patience=args.patience))
+    if args.resume and state_path.exists():
+        run = load_state(state_path, model, optimizer, schedule, args)
+        print(f"resuming {state_path} at step {run.step} ({run.seconds / 60:.0f} min trained so far)")
+    rng = np.random.default_rng(args.seed)
+    if run.rng_state is not None:
+        rng.bit_generator.state = run.rng_state
+    print(f"denoise: {len(train_planes)} training planes ({'with' if photos else 'no'} photographs{f' from {photos}' if photos else ''}), "
+          f"{len(validation[0])} validation patches, {threads} threads, {precision}")
+    running, segment_started = 0.0, time.perf_counter()
+    for step in tqdm(range(run.step + 1, steps + 1), desc="training", unit="step", mininterval=5,
+                     initial=run.step, total=steps):
+        running += train_step(model, optimizer, schedule, train_planes, args, rng, precision)
+        if step % args.eval_every and step != steps:
+            continue
+        val_loss, val_psnr = validation_psnr(model, *validation)
+        improved = run.stopper.step(val_loss, step)
+        run.history.append(dict(step=step, train_loss=running / args.eval_every, val_loss=val_loss, **val_psnr))
+        running = 0.0
+        tqdm.write(f"step {step}: val PSNR " + ", ".join(f"{k} {v:.2f} dB" for k, v in val_psnr.items()) + ("  *best" if improved else ""))
+        if improved:
+            run.best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        run.step, run.rng_state = step, rng.bit_generator.state
+        run.seconds += time.perf_counter() - segment_started
+        segment_started = time.perf_counter()
+        if not args.dry_run:
+            save_state(state_path, run, model, optimizer, schedule, args)
+        if run.stopper.should_stop:
+            print(f"early stop: no validation improvement in {args.patience} checks")
+            break
+    return finish(args, run, model, model_config, photos, threads=threads, precision=precision, commit=commit,
+                  wall_seconds=time.perf_counter() - started)
+
+
+def finish(args, run: RunState, model: nn.Module, model_config: dict, photos: Path | None, **facts) -> dict:
+    """Keep the best weights, write the checkpoint and its metadata."""
+    model.load_state_dict(run.best_state)
+    print(f"best step {run.stopper.best_epoch}; {run.seconds:.0f} s of training")
+    data = dict(PROVENANCE, photographs=photo_provenance(photos))
     meta = dict(
         model="denoise",
-        data=PROVENANCE,
-        training=dict(vars(args), out=str(args.out), seconds=round(seconds, 1), threads=threads, precision=precision, commit=commit,
+        data=data,
+        training=dict(vars(args), out=str(args.out), photos=str(photos) if photos else None, seconds=round(run.seconds, 1),
                       command=" ".join(["python -m training.denoise", *sys.argv[1:]]), max_sigma=MAX_SIGMA,
-                      best_step=stopper.best_epoch, history=history, torch=torch.__version__),
-        metrics={"validation": next((h for h in history if h["step"] == stopper.best_epoch), {})},  # the kept weights
+                      best_step=run.stopper.best_epoch, history=run.history, torch=torch.__version__, **facts),
+        metrics={"validation": next((h for h in run.history if h["step"] == run.stopper.best_epoch), {})},  # the kept weights
     )
     save_checkpoint(args.out / "checkpoint.pt", model, model_config, meta)
     print(f"wrote {args.out / 'checkpoint.pt'}")

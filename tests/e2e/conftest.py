@@ -6,101 +6,20 @@ tests that need other settings (API key, small capacity) or that kill processes 
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
-from loadtest.stepload import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
-STARTUP_SECONDS = 120
-
-
-@dataclass
-class Server:
-    """One `bentoml serve` process group and where it listens."""
-
-    process: subprocess.Popen
-    url: str
-    log: Path
-
-    def wait_until_ready(self, seconds: float = STARTUP_SECONDS) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log_tail()}")
-            if self.ready():
-                return
-            time.sleep(0.5)
-        raise RuntimeError(f"server not ready after {seconds} s:\n{self.log_tail()}")
-
-    def ready(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def processes(self) -> list[psutil.Process]:
-        """The serving process and all its descendants (the workers)."""
-        parent = psutil.Process(self.process.pid)
-        return [parent, *parent.children(recursive=True)]
-
-    def workers(self) -> list[psutil.Process]:
-        """Worker processes: the descendants that run the service."""
-        return [p for p in psutil.Process(self.process.pid).children(recursive=True) if "python" in p.name().lower()]
-
-    def rss_bytes(self) -> int:
-        total = 0
-        for process in self.processes():
-            try:
-                total += process.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
-        return total
-
-    def log_tail(self, chars: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-chars:]
-
-    def stop(self) -> None:
-        """SIGTERM the process group; SIGKILL it if it has not exited within 30 s."""
-        if self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-
-def launch(home: Path, log: Path, **settings: str) -> Server:
-    """Start `bentoml serve` on a free port with MODEL_SERVER_* settings (keyword names, lower case)."""
-    port = free_port()
-    env = {**os.environ, "BENTOML_HOME": str(home), "MODEL_SERVER_HOST": "127.0.0.1", "MODEL_SERVER_PORT": str(port)}
-    env.update({f"MODEL_SERVER_{name.upper()}": value for name, value in settings.items()})
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "service.app:ModelServer"],
-            env=env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    return Server(process, f"http://127.0.0.1:{port}", log)
+from service.launch import Server, import_shipped, launch
 
 
 @pytest.fixture(scope="session")
 def model_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A BENTOML_HOME with the shipped models imported (shared by every server of the session)."""
     home = tmp_path_factory.mktemp("e2e-bentoml-home")
-    env = {**os.environ, "BENTOML_HOME": str(home)}
-    subprocess.run([sys.executable, "-m", "service.store", "import-shipped"], env=env, cwd=ROOT, check=True)
+    import_shipped(home)
     return home
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from loadtest.digits_eval import png_bytes
+from modelcore.images import png_bytes
 from tests.e2e.calls import digit_is_right, every_endpoint_answers_correctly, seven
 
 pytestmark = pytest.mark.e2e
@@ -195,6 +195,52 @@ def test_unusual_but_valid_image_modes_are_understood(client, mode, fmt):
         image = digit.convert(mode)
     response = client.post("/digits/classify", files={"image": (f"seven.{fmt.lower()}", encoded(image, fmt), "image/png")})
     assert digit_is_right(response), response.text[:300]
+
+
+BOUNDARY = "9cc651cd2c8d168349f50fede4c361ac"
+MALFORMED_BODIES = {
+    "multipart_without_boundary": ({"content-type": "multipart/form-data"}, b'{"texts": ["0"]}'),
+    "multipart_broken_body": ({"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
+                              f"--{BOUNDARY}\r\nFalse--{BOUNDARY}--\r\n".encode()),
+    "multipart_unterminated": ({"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
+                               f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"\r\n\r\nabc'.encode()),
+    "multipart_bad_header": ({"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
+                             f"--{BOUNDARY}\r\nContent-Disposition\r\n\r\nx\r\n--{BOUNDARY}--\r\n".encode()),
+    "json_wrong_fields": ({"content-type": "application/json"}, b'{"unexpected": [0]}'),
+    "form_urlencoded": ({"content-type": "application/x-www-form-urlencoded"}, b"texts=hello&image=x"),
+    "text_plain": ({"content-type": "text/plain; charset=utf-8"}, b"hello"),
+    "odd_charset": ({"content-type": "application/json; charset=latin-1"}, '{"texts": ["café"]}'.encode("latin-1")),
+    "unknown_type": ({"content-type": "application/x-made-up"}, b"\x00\x01\x02"),
+    "bentoml_pickle": ({"content-type": "application/vnd.bentoml+pickle"}, b"\x80\x04K\x01."),
+    "no_content_type": ({}, b"\x89PNG\r\n"),
+}
+
+
+def documented_posts(client) -> list[str]:
+    spec = client.get("/docs.json").json()
+    return sorted(path for path, methods in spec["paths"].items() if "post" in methods)
+
+
+def test_every_documented_post_answers_every_malformed_body_with_a_4xx(client):
+    """Every route in the spec, BentoML's and the plain ones (and any added later), against every malformed body."""
+    paths = documented_posts(client)
+    assert {"/digits/classify", "/digits/classify-image", "/sentiment/classify", "/denoise"} <= set(paths)
+    for path in paths:
+        for case, (headers, body) in MALFORMED_BODIES.items():
+            response = client.post(path, content=body, headers=headers)
+            assert 400 <= response.status_code < 500, (path, case, response.status_code, response.text[:300])
+            assert response.headers["content-type"].startswith("application/json"), (path, case)
+            assert isinstance(response.json()["error"], str), (path, case, response.text[:300])
+
+
+@pytest.mark.parametrize("endpoint", IMAGE_ENDPOINTS + JSON_ENDPOINTS)
+def test_a_body_in_the_wrong_format_is_told_which_format_to_send(client, endpoint):
+    wrong = {"content": b'{"texts": ["x"]}', "headers": {"content-type": "application/json"}} if endpoint in IMAGE_ENDPOINTS \
+        else {"files": {"texts": ("t.txt", b"hello", "text/plain")}}
+    response = client.post(endpoint, **wrong)
+    assert_client_error(response, 415)
+    expected = "multipart/form-data" if endpoint in IMAGE_ENDPOINTS else "application/json"
+    assert expected in error_message(response)
 
 
 def test_the_server_still_answers_correctly_after_every_attack(client):

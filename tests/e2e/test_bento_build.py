@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from modelcore.card import ModelMetadata
+from service.launch import ROOT, Server, free_port
 from tests.e2e.calls import every_endpoint_answers_correctly
-from tests.e2e.conftest import ROOT, Server, free_port, private_home
+from tests.e2e.conftest import private_home
 
 pytestmark = pytest.mark.e2e
 

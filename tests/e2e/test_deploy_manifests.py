@@ -8,15 +8,14 @@ import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
 
+from service.launch import ROOT
 from service.settings import Settings
 from tests.e2e.calls import every_endpoint_answers_correctly
-from tests.e2e.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
 

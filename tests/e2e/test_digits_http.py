@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from loadtest.digits_eval import evaluate, png_bytes
+from loadtest.digits_eval import evaluate
 from modelcore import digits
 from modelcore.card import ModelMetadata
+from modelcore.images import png_bytes
 
 pytestmark = pytest.mark.e2e
 TARGET_ACCURACY = 0.993
@@ -113,17 +114,17 @@ def test_bad_upload_gets_its_4xx_with_an_error_message(client, case):
 
 
 @pytest.mark.parametrize(
-    ("case", "request_kwargs"),
+    ("case", "request_kwargs", "status"),
     [
-        ("empty_body", {}),
-        ("json_instead_of_multipart", {"json": {"image": "aGVsbG8="}}),
-        ("wrong_field_name", {"files": {"picture": ("d.png", b"\x89PNG", "image/png")}}),
+        ("empty_body", {}, 415),
+        ("json_instead_of_multipart", {"json": {"image": "aGVsbG8="}}, 415),
+        ("wrong_field_name", {"files": {"picture": ("d.png", b"\x89PNG", "image/png")}}, 400),
     ],
 )
-def test_malformed_classify_request_gets_400(client, case, request_kwargs):
+def test_malformed_classify_request_gets_its_4xx_naming_the_field(client, case, request_kwargs, status):
     response = client.post("/digits/classify", **request_kwargs)
-    assert response.status_code == 400, response.text
-    assert "image" in response.text
+    assert response.status_code == status, response.text
+    assert "image" in response.json()["error"] + str(response.json().get("detail"))
 
 
 @pytest.mark.parametrize(
@@ -161,9 +162,12 @@ def test_metrics_expose_request_and_batch_figures(client, mnist_test):
 
 @pytest.mark.parametrize("value", ["http://127.0.0.1:9/digit.png", "/etc/hostname", "file:///etc/passwd"])
 def test_text_in_the_image_field_is_never_fetched_or_opened(client, value):
-    response = client.post("/digits/classify", data={"image": value})
-    assert response.status_code == 415, response.text
-    assert "PNG or JPEG" in response.json()["error"]
+    multipart_text = client.post("/digits/classify", files={"image": (None, value)})  # a text part, no file name
+    assert multipart_text.status_code == 415, multipart_text.text
+    assert "PNG or JPEG" in multipart_text.json()["error"]
+    url_encoded = client.post("/digits/classify", data={"image": value})  # a form that cannot carry a file
+    assert url_encoded.status_code == 415, url_encoded.text
+    assert "multipart/form-data" in url_encoded.json()["error"]
 
 
 def test_raw_body_endpoint_answers_like_the_multipart_one(client, mnist_test):

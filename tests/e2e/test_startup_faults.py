@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import launch, private_home
+from service.launch import launch
+from tests.e2e.conftest import private_home
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ import torch
 from export import digits as export_digits
 from modelcore.card import CARD_FILE, MODEL_FILE, ModelMetadata, file_sha256
 from training.common import EarlyStopping, load_checkpoint
-from training.digits import DigitNet
+from training.networks import DigitNet
 
 
 def test_dry_run_writes_a_checkpoint_that_rebuilds_the_model(tiny_checkpoint):

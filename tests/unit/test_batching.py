@@ -4,7 +4,6 @@ import asyncio
 import threading
 
 import numpy as np
-import pytest
 
 from service.batching import MicroBatcher
 
@@ -110,20 +109,30 @@ def test_a_cancelled_request_does_not_disturb_the_others():
     assert model.batch_sizes == [1]
 
 
-@pytest.mark.parametrize("wait_ms", [0.0, 2.0])
-def test_a_lone_request_is_answered_without_waiting_for_company(wait_ms):
+def test_a_full_batch_runs_at_once_without_waiting_out_the_batch_wait():
+    """With a one-minute wait and room for one item, a lone request fills the batch: it must not wait a minute."""
     model = RecordingModel()
 
     async def scenario():
-        batcher = MicroBatcher(model, max_batch_size=64, max_wait_ms=wait_ms, name="t")
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        await predict(batcher, np.ones((1, 1)))
-        elapsed = loop.time() - started
+        batcher = MicroBatcher(model, max_batch_size=1, max_wait_ms=60_000, name="t")
+        output = await asyncio.wait_for(predict(batcher, np.ones((1, 1))), timeout=30)
         batcher.close()
-        return elapsed
+        return output
 
-    assert run(scenario()) < 0.5
+    assert run(scenario()).tolist() == [[2.0]]
+
+
+def test_with_no_batch_wait_a_lone_request_runs_alone():
+    model = RecordingModel()
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch_size=64, max_wait_ms=0, name="t")
+        output = await asyncio.wait_for(predict(batcher, np.ones((1, 1))), timeout=30)
+        batcher.close()
+        return output
+
+    assert run(scenario()).tolist() == [[2.0]]
+    assert model.batch_sizes == [1]
 
 
 def test_collate_pads_token_sequences_of_different_lengths():

@@ -19,8 +19,12 @@ async def hello(_: Request) -> JSONResponse:
     return JSONResponse({"hello": "world"})
 
 
+GATE: dict[str, asyncio.Event] = {}
+
+
 async def slow(_: Request) -> JSONResponse:
-    await asyncio.sleep(0.3)
+    """Stays in flight until the test opens the gate."""
+    await GATE["open"].wait()
     return JSONResponse({"slow": True})
 
 
@@ -59,9 +63,16 @@ def test_admission_limit_refuses_beyond_capacity_with_retry_after():
     async def scenario():
         limited = AdmissionLimit(app(), max_in_flight=2, retry_after_s=7)
         transport = httpx.ASGITransport(app=limited)
+        GATE["open"] = asyncio.Event()
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            answers = await asyncio.gather(*(client.get("/slow") for _ in range(5)))
+            calls = [asyncio.ensure_future(client.get("/slow")) for _ in range(5)]
+            for _ in range(3000):  # three refused at once, two held at the gate (bounded: 30 s)
+                if sum(call.done() for call in calls) >= 3:
+                    break
+                await asyncio.sleep(0.01)
             probe = await client.get("/livez")
+            GATE["open"].set()
+            answers = await asyncio.gather(*calls)
             after = await client.get("/slow")
         return answers, probe, after, limited.in_flight
 

@@ -25,10 +25,9 @@ async def call(app, timeout: float = 0.2) -> list[dict]:
     return sent
 
 
-async def answer_after(seconds: float, scope, receive, send) -> None:
-    await asyncio.sleep(seconds)
+async def answer_then_stream(body_after: float, scope, receive, send) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": []})
-    await asyncio.sleep(seconds)  # streaming the body may take longer than the deadline
+    await asyncio.sleep(body_after)  # streaming the body may take longer than the deadline
     await send({"type": "http.response.body", "body": b"ok"})
 
 
@@ -48,7 +47,7 @@ def test_a_slow_request_is_cancelled_and_answered_504_in_json():
 
 
 def test_a_started_response_may_finish_after_the_deadline():
-    sent = asyncio.run(call(lambda *args: answer_after(0.15, *args), timeout=0.2))
+    sent = asyncio.run(call(lambda *args: answer_then_stream(0.5, *args), timeout=0.2))
     assert [message.get("status") for message in sent] == [200, None] and sent[1]["body"] == b"ok"
 
 
@@ -60,16 +59,16 @@ def test_an_error_before_any_response_surfaces_at_once_not_after_the_timeout():
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(RuntimeError):
-            await call(broken, timeout=5)
+            await call(broken, timeout=60)
         return loop.time() - started
 
-    assert asyncio.run(timed()) < 1
+    assert asyncio.run(timed()) < 30
 
 
 def test_no_timer_is_left_on_the_loop_after_requests():
     async def many() -> int:
         for _ in range(200):
-            await call(lambda *args: answer_after(0, *args), timeout=30)
+            await call(lambda *args: answer_then_stream(0, *args), timeout=30)
         loop = asyncio.get_running_loop()
         return sum(not timer.cancelled() for timer in loop._scheduled)
 
