@@ -1,18 +1,16 @@
 """Serving benchmark, one run, ratios side by side: how close the served endpoints come to the machine's limits.
 
-    python -m loadtest.benchmark                     # about 5 minutes on 2 cores; make benchmark
+    python -m loadtest.benchmark                     # about 8 minutes on 2 cores; make benchmark
     python -m loadtest.benchmark --models digits --seconds 5
 
-For each model:
-  (a) compute limit: onnxruntime in-process on real inputs, items/s at batch 1, 8, 32, 64, 128
-  (b) transport limit: a no-op endpoint on the same server taking the same payload
-  (c) the real endpoint, one item per request, adaptive batching on (defaults) and off (batch size 1)
-  (d) the real endpoint with client-side batches of 64 items (digits, sentiment); (d') digits as one .npy body
-  (c') digits only: the raw-body endpoint (the PNG itself as the body), and (b') its no-op
-  (e) digits only: a minimal FastAPI + uvicorn app running the same CNN in PyTorch eager
-  (f) digits only: open loop at half of (c')'s throughput, for p99 / p50
-All served figures come from the same load generator (loadtest.closedloop, aiohttp) at the same
-concurrency; its CPU use is reported with each figure. Writes table.md and results.json to --out.
+Every registered model (service/registry.py) and every one of its workloads:
+  (a) compute limit: onnxruntime in-process on the model's real inputs, items/s at batch 1, 8, 32, 64, 128
+  (b) transport limit: the diagnostics no-op endpoint taking the workload's payload, where it has one
+  (c) the workload's endpoint with adaptive batching on (the defaults), and the first workload with it off
+  (e) the model's peer servers (e.g. FastAPI + PyTorch for digits), on the first workload
+  (f) open loop at half of a workload's throughput, for p99 / p50, where the workload asks for it
+All served figures come from the same load generator (loadtest.closedloop, aiohttp) at the same concurrency;
+its CPU use is reported with each figure. Writes table.md and results.json to --out.
 """
 
 from __future__ import annotations
@@ -27,90 +25,50 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import httpx
-import numpy as np
 
-from loadtest import payloads
-from service.launch import free_port, served_locally
+from loadtest.payloads import resolve
+from service.launch import ROOT, free_port, served_locally
+from service.registry import ModelEntry, Workload, entry
 
-ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
 BATCHES = (1, 8, 32, 64, 128)
-# (path, payload, items per request) per measurement and model.
-SINGLE = {"digits": ("/digits/classify", "digit-png", 1), "sentiment": ("/sentiment/classify", "tweet", 1),
-          "denoise": ("/denoise", "noisy-png", 1)}
-NOOP = {"digits": ("/diagnostics/noop-upload", "digit-png", 1), "sentiment": ("/diagnostics/noop-texts", "tweet", 1),
-        "denoise": ("/diagnostics/noop-upload", "noisy-png", 1)}
-# The raw-body fast path (the image file as the request body), where a model has one.
-FAST_SINGLE = {"digits": ("/digits/classify-image", "digit-png-body", 1)}
-FAST_NOOP = {"digits": ("/diagnostics/noop-body", "digit-png-body", 1)}
-FAST_CLIENT_BATCH = {"digits": ("/digits/classify-tensor", "digit-npy-64", 64)}
-CLIENT_BATCH = {"digits": ("/digits/classify-arrays", "digit-arrays-64", 64),
-                "sentiment": ("/sentiment/classify", "tweets-64", 64)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from service.registry import models
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="digits,sentiment,denoise")
+    parser.add_argument("--models", default=",".join(model.name for model in models()))
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per served figure")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    args.models = [name.strip() for name in args.models.split(",")]
+    args.models = [entry(name.strip()) for name in args.models.split(",")]
     args.out = args.out or ROOT / "runs" / "benchmark" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
     return args
 
 
-# (a) compute limit -------------------------------------------------------------------------------
-
-
-def compute_feeds(model: str) -> Callable[[int], dict[str, np.ndarray]]:
-    """batch size -> the model's real inputs, prepared exactly as the service prepares them."""
-    if model == "digits":
-        images = payloads.digit_images().astype(np.float32)[:, None]
-        return lambda batch: {"pixels": np.resize(images, (batch, 1, 28, 28))}
-    if model == "sentiment":
-        from modelcore.card import ModelMetadata
-        from modelcore.sentiment import TextEncoder
-
-        directory = ARTIFACTS / "sentiment"
-        encoder = TextEncoder(directory / "tokenizer.json", ModelMetadata.read(directory).preprocessing["max_length"])
-        texts = payloads.tweets()
-
-        def encode(batch: int) -> dict[str, np.ndarray]:
-            encoded = encoder.encode([texts[i % len(texts)] for i in range(batch)])
-            return {"input_ids": encoded.input_ids, "attention_mask": encoded.attention_mask}
-
-        return encode
-    from modelcore.denoise import to_tiles
-
-    tiles = [to_tiles(crop, None)[0] for crop in payloads.noisy_crops()]
-    return lambda batch: {name: np.concatenate([tiles[i % len(tiles)][name] for i in range(batch)])
-                          for name in ("noisy", "sigma")}
-
-
-def compute_limit(model: str, batches: tuple[int, ...], seconds: float = 1.5) -> dict[int, float]:
+def compute_limit(model: ModelEntry, batches: tuple[int, ...], seconds: float = 1.5) -> dict[int, float]:
     """items/s of onnxruntime in-process, with the service's session settings, per batch size."""
-    from service.runtime import create_session
+    from service.runtime import OnnxModel
     from service.settings import Settings
 
-    session = create_session(ARTIFACTS / model / "model.onnx", Settings())
-    feeds_for = compute_feeds(model)
+    served = OnnxModel(ARTIFACTS / model.name, model.name, Settings())
+    feeds_for = resolve(model.load.compute_feeds)(served)
     rates = {}
     for batch in batches:
         feeds = feeds_for(batch)
-        session.run(None, feeds)
+        served.run(feeds)
         runs, started = 0, time.perf_counter()
         while runs < 3 or time.perf_counter() - started < seconds:
-            session.run(None, feeds)
+            served.run(feeds)
             runs += 1
         rates[batch] = round(runs * batch / (time.perf_counter() - started), 1)
+    served.close()
     return rates
-
-
-# served figures ----------------------------------------------------------------------------------
 
 
 def load(url: str, path: str, payload: str, items: int, args: argparse.Namespace, rate: float | None = None) -> dict:
@@ -125,24 +83,39 @@ def load(url: str, path: str, payload: str, items: int, args: argparse.Namespace
     return json.loads(finished.stdout.strip().splitlines()[-1])
 
 
-def mean_batch(url: str, model: str, before: tuple[float, float]) -> tuple[float, float]:
-    """(mean rows per inference call since `before`, the new (sum, count)) from /metrics."""
+def batch_totals(url: str, model: str) -> tuple[float, float]:
+    """(rows, inference calls) so far for a model, from /metrics."""
     text = httpx.get(f"{url}/metrics", timeout=10).text
     totals = []
     for suffix in ("sum", "count"):
         match = re.search(rf'^modelserver_batch_size_{suffix}\{{[^}}]*model="{model}"[^}}]*\}} (\S+)$', text, re.M)
         totals.append(float(match.group(1)) if match else 0.0)
-    rows, calls = totals[0] - before[0], totals[1] - before[1]
-    return (rows / calls if calls else float("nan")), (totals[0], totals[1])
+    return totals[0], totals[1]
+
+
+def measure_workload(url: str, model: ModelEntry, workload: Workload, args: argparse.Namespace) -> dict:
+    """The workload's figure (with the mean formed batch) and its no-op's, on one server."""
+    figures = {}
+    if workload.noop_path:
+        figures["noop"] = load(url, workload.noop_path, workload.name, workload.items, args)
+    before = batch_totals(url, model.name)
+    figures["served"] = load(url, workload.path, workload.name, workload.items, args)
+    after = batch_totals(url, model.name)
+    calls = after[1] - before[1]
+    figures["mean_batch"] = round((after[0] - before[0]) / calls, 1) if calls else None
+    if workload.half_load:
+        half = figures["served"]["requests_per_s"] / 2
+        figures["half_load"] = load(url, workload.path, workload.name, workload.items, args, rate=half)
+    return figures
 
 
 @contextlib.contextmanager
-def fastapi_baseline(log: Path) -> Iterator[str]:
+def peer_server(app: str, log: Path) -> Iterator[str]:
+    """A peer ASGI app ("module:app") under uvicorn on a free loopback port."""
     port = free_port()
     with open(log, "wb") as output:
-        server = subprocess.Popen([sys.executable, "-m", "uvicorn", "loadtest.baseline_fastapi:app", "--host",
-                                   "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                                  cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
+        server = subprocess.Popen([sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+                                   "--log-level", "warning"], cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -159,55 +132,45 @@ def fastapi_baseline(log: Path) -> Iterator[str]:
 
 def served_figures(args: argparse.Namespace, results: dict) -> None:
     with served_locally(args.out / "server-batching-on.log", diagnostics="true") as server:
-        url = server.url
         for model in args.models:
-            figures = results[model]
-            figures["b_noop"] = load(url, *NOOP[model], args)
-            _, counters = mean_batch(url, model, (0.0, 0.0))
-            figures["c_batching_on"] = load(url, *SINGLE[model], args)
-            figures["c_mean_batch"], counters = mean_batch(url, model, counters)
-            if model in FAST_SINGLE:
-                figures["b_noop_raw_body"] = load(url, *FAST_NOOP[model], args)
-                figures["c_raw_body"] = load(url, *FAST_SINGLE[model], args)
-                figures["c_raw_body_mean_batch"], _ = mean_batch(url, model, counters)
-            if model in CLIENT_BATCH:
-                figures["d_client_batches"] = load(url, *CLIENT_BATCH[model], args)
-            if model in FAST_CLIENT_BATCH:
-                figures["d_client_batches_npy"] = load(url, *FAST_CLIENT_BATCH[model], args)
-            if model == "digits":
-                half = figures["c_raw_body"]["requests_per_s"] / 2
-                figures["f_half_load"] = load(url, *FAST_SINGLE[model], args, rate=half)
+            results[model.name]["workloads"] = {workload.name: measure_workload(server.url, model, workload, args)
+                                                for workload in model.load.workloads}
     with served_locally(args.out / "server-batching-off.log", max_batch_size="1") as server:
-        url = server.url
         for model in args.models:
-            results[model]["c_batching_off"] = load(url, *SINGLE[model], args)
-    if "digits" in args.models:
-        with fastapi_baseline(args.out / "fastapi.log") as url:
-            results["digits"]["e_fastapi_pytorch"] = load(url, *SINGLE["digits"], args)
+            first = model.load.workloads[0]
+            results[model.name]["batching_off"] = load(server.url, first.path, first.name, first.items, args)
+    for model in args.models:
+        first = model.load.workloads[0]
+        for peer in model.load.peers:
+            with peer_server(peer, args.out / f"peer-{peer.replace(':', '-')}.log") as url:
+                results[model.name].setdefault("peers", {})[peer] = load(url, first.path, first.name, first.items, args)
 
 
 # report ------------------------------------------------------------------------------------------
 
 
-def verdicts(figures: dict) -> dict:
-    """The issue's ratios for one model, on its fastest one-item path (the raw body where there is one)."""
-    compute = figures["a_compute"]
-    fast = "c_raw_body" in figures
-    served = figures["c_raw_body" if fast else "c_batching_on"]["items_per_s"]
-    transport = figures["b_noop_raw_body" if fast else "b_noop"]["requests_per_s"]
-    formed = figures["c_raw_body_mean_batch" if fast else "c_mean_batch"]
-    nearest = min(compute, key=lambda batch: abs(batch - formed))
-    bound = min(transport, compute[nearest])
-    ratios = {"roofline": round(served / bound, 2), "roofline_bound": bound,
-              "roofline_bound_is": "transport" if transport < compute[nearest] else "compute"}
-    if "e_fastapi_pytorch" in figures:
-        ratios["vs_fastapi_pytorch"] = round(served / figures["e_fastapi_pytorch"]["requests_per_s"], 2)
-    for key in ("d_client_batches", "d_client_batches_npy"):
-        if key in figures and 64 in compute:
-            ratios[f"{key.removeprefix('d_')}_vs_ort_b64"] = round(figures[key]["items_per_s"] / compute[64], 2)
-    if "f_half_load" in figures:
-        half = figures["f_half_load"]
-        ratios["p99_over_p50_at_half_load"] = round(half["p99_ms"] / half["p50_ms"], 2)
+def verdicts(model: ModelEntry, figures: dict) -> dict:
+    """Ratios measured in this run: served / min(transport, compute at the formed batch), client batches /
+    onnxruntime at that batch, workload / the workload it is compared with, project / peer, p99 / p50."""
+    compute, ratios = figures["compute"], {}
+    for workload in model.load.workloads:
+        measured = figures["workloads"][workload.name]
+        served = measured["served"]["items_per_s"]
+        if workload.items == 1 and measured.get("noop") and measured["mean_batch"]:
+            nearest = min(compute, key=lambda batch: abs(batch - measured["mean_batch"]))
+            bound = min(measured["noop"]["requests_per_s"], compute[nearest])
+            ratios[f"{workload.name}_roofline"] = round(served / bound, 2)
+        if workload.items > 1 and workload.items in compute:
+            ratios[f"{workload.name}_vs_ort_b{workload.items}"] = round(served / compute[workload.items], 2)
+        if workload.compare_with:
+            other = figures["workloads"][workload.compare_with]["served"]["items_per_s"]
+            ratios[f"{workload.name}_vs_{workload.compare_with}"] = round(served / other, 2)
+        if "half_load" in measured:
+            half = measured["half_load"]
+            ratios[f"{workload.name}_p99_over_p50_at_half_load"] = round(half["p99_ms"] / half["p50_ms"], 2)
+    first = figures["workloads"][model.load.workloads[0].name]["served"]["requests_per_s"]
+    for peer, figure in figures.get("peers", {}).items():
+        ratios[f"vs_{peer.split(':')[0].split('.')[-1]}"] = round(first / figure["requests_per_s"], 2)
     return ratios
 
 
@@ -223,22 +186,22 @@ def table(results: dict, args: argparse.Namespace) -> str:
     lines = [f"Concurrency {args.concurrency}, {args.seconds:.0f} s per figure, {os.cpu_count()} cores, "
              f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Items/s; gen = load generator CPU (% of one core).", ""]
     for model in args.models:
-        figures = results[model]
-        compute = ", ".join(f"b{batch}: {rate:,.0f}" for batch, rate in figures["a_compute"].items())
-        lines += [f"### {model}", "", "| measurement | items/s |", "|---|---|",
-                  f"| (a) onnxruntime in-process | {compute} |",
-                  f"| (b) no-op endpoint, same payload | {cell(figures['b_noop'], 'requests_per_s')} |",
-                  f"| (c) endpoint, 1 item/request, batching on (mean batch {figures['c_mean_batch']:.1f}) "
-                  f"| {cell(figures['c_batching_on'])} |",
-                  f"| (c) endpoint, 1 item/request, batching off | {cell(figures['c_batching_off'])} |",
-                  f"| (b') no-op raw-body endpoint | {cell(figures.get('b_noop_raw_body'), 'requests_per_s')} |",
-                  f"| (c') raw-body endpoint (image file as the body), batching on "
-                  f"(mean batch {figures.get('c_raw_body_mean_batch', float('nan')):.1f}) | {cell(figures.get('c_raw_body'))} |",
-                  f"| (d) endpoint, client batches of 64 | {cell(figures.get('d_client_batches'))} |",
-                  f"| (d') client batches of 64 as one .npy body | {cell(figures.get('d_client_batches_npy'))} |",
-                  f"| (e) FastAPI + PyTorch eager | {cell(figures.get('e_fastapi_pytorch'))} |",
-                  f"| (f) open loop at half of (c') | {cell(figures.get('f_half_load'), 'requests_per_s')} |",
-                  "", "ratios: " + json.dumps(figures["verdicts"]), ""]
+        figures = results[model.name]
+        compute = ", ".join(f"b{batch}: {rate:,.0f}" for batch, rate in figures["compute"].items())
+        lines += [f"### {model.name}", "", "| measurement | items/s |", "|---|---|",
+                  f"| (a) onnxruntime in-process | {compute} |"]
+        for workload in model.load.workloads:
+            measured = figures["workloads"][workload.name]
+            where = f"`{workload.path}` ({workload.name}, {workload.items}/request)"
+            if "noop" in measured:
+                lines.append(f"| (b) no-op `{workload.noop_path}`, same payload | {cell(measured['noop'], 'requests_per_s')} |")
+            lines.append(f"| (c) {where}, mean batch {measured['mean_batch']} | {cell(measured['served'])} |")
+            if "half_load" in measured:
+                lines.append(f"| (f) {where}, open loop at half its rate | {cell(measured['half_load'], 'requests_per_s')} |")
+        lines.append(f"| (c) `{model.load.workloads[0].path}`, batching off | {cell(figures['batching_off'])} |")
+        for peer, figure in figures.get("peers", {}).items():
+            lines.append(f"| (e) peer `{peer}` | {cell(figure)} |")
+        lines += ["", "ratios: " + json.dumps(figures["verdicts"]), ""]
     return "\n".join(lines)
 
 
@@ -247,12 +210,12 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for model in args.models:
-        print(f"(a) {model}: onnxruntime in-process", flush=True)
-        results[model] = {"a_compute": compute_limit(model, BATCHES)}
+        print(f"(a) {model.name}: onnxruntime in-process", flush=True)
+        results[model.name] = {"compute": compute_limit(model, BATCHES)}
     print("(b)-(f): served figures", flush=True)
     served_figures(args, results)
     for model in args.models:
-        results[model]["verdicts"] = verdicts(results[model])
+        results[model.name]["verdicts"] = verdicts(model, results[model.name])
     report = table(results, args)
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     (args.out / "table.md").write_text(report + "\n")

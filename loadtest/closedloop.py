@@ -21,7 +21,11 @@ import aiohttp
 import numpy as np
 import psutil
 
-from loadtest.payloads import PAYLOADS
+from loadtest.payloads import resolve
+from service.registry import models
+
+# Every registered workload's payload by name (digit-png, tweet, noisy-png, ...).
+PAYLOADS = {workload.name: workload.payload for model in models() for workload in model.load.workloads}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,10 +57,10 @@ class Recorder:
 
 
 async def send(session: aiohttp.ClientSession, url: str, bodies: list, recorder: Recorder) -> None:
-    body, content_type = random.choice(bodies)
+    body, content_type, *extra = random.choice(bodies)
     started = time.perf_counter()
     try:
-        async with session.post(url, data=body, headers={"Content-Type": content_type}) as response:
+        async with session.post(url, data=body, headers={"Content-Type": content_type, **(extra[0] if extra else {})}) as response:
             await response.read()
             status: int | str = response.status
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -82,7 +86,7 @@ async def open_loop(session, url, bodies, recorder, rate: float, until: float) -
 
 
 async def measure(args: argparse.Namespace) -> dict:
-    bodies = PAYLOADS[args.payload]()
+    bodies = resolve(PAYLOADS[args.payload])()
     recorder = Recorder()
     connector = aiohttp.TCPConnector(limit=0 if args.rate else args.concurrency)
     timeout = aiohttp.ClientTimeout(total=60)

@@ -7,8 +7,10 @@ noisy crops of the denoiser's test photographs.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import random
+from typing import Callable
 
 import numpy as np
 from urllib3 import encode_multipart_formdata
@@ -16,11 +18,11 @@ from urllib3 import encode_multipart_formdata
 from loadtest.denoise_eval import png
 from modelcore import mnist
 from modelcore.images import png_bytes
+from service.denoise import LOAD_CROP as DENOISE_CROP
 
 SAMPLES = 256
-DENOISE_CROP = 128
 JSON_TYPE = "application/json"
-Body = tuple[bytes, str]
+Body = tuple  # (body bytes, content type) or (body bytes, content type, {extra header: value})
 
 
 @functools.cache
@@ -100,12 +102,76 @@ def noisy_pngs() -> list[Body]:
     return [encode_multipart_formdata({"image": ("noisy.png", png(crop), "image/png")}) for crop in noisy_crops()]
 
 
-PAYLOADS = {
-    "digit-png": digit_pngs,
-    "digit-png-body": digit_png_bodies,
-    "digit-arrays-64": lambda: digit_arrays(64),
-    "digit-npy-64": lambda: digit_npys(64),
-    "tweet": tweet_bodies,
-    "tweets-64": lambda: tweet_bodies(64),
-    "noisy-png": noisy_pngs,
-}
+def v2_binary_body(inputs: list[tuple[str, str, list[int], bytes]]) -> tuple[bytes, str, dict[str, str]]:
+    """An Open Inference Protocol v2 request with binary tensors [(name, datatype, shape, raw bytes)], all outputs binary."""
+    header = json.dumps({"inputs": [{"name": name, "datatype": datatype, "shape": shape,
+                                     "parameters": {"binary_data_size": len(raw)}} for name, datatype, shape, raw in inputs],
+                         "parameters": {"binary_data_output": True}}).encode()
+    body = header + b"".join(raw for *_, raw in inputs)
+    return body, "application/octet-stream", {"Inference-Header-Content-Length": str(len(header))}
+
+
+def bytes_element(data: bytes) -> bytes:
+    """One BYTES tensor element in the binary form: 4-byte little-endian length, then the bytes."""
+    return len(data).to_bytes(4, "little") + data
+
+
+@functools.cache
+def digit_v2_pngs() -> list[Body]:
+    """One PNG digit per v2 request, as the BYTES input `image` in binary form."""
+    return [v2_binary_body([("image", "BYTES", [1], bytes_element(body))]) for body, _ in digit_png_bodies()]
+
+
+@functools.cache
+def digit_v2_pixels_64() -> list[Body]:
+    """64 digits per v2 request, as the UINT8 input `pixels` (MNIST layout) in binary form."""
+    images = digit_images()
+    return [v2_binary_body([("pixels", "UINT8", [64, 28, 28], images[start : start + 64].tobytes())])
+            for start in range(0, len(images) - 63, 64)]
+
+
+def digit_arrays_64() -> list[Body]:
+    return digit_arrays(64)
+
+
+def digit_npys_64() -> list[Body]:
+    return digit_npys(64)
+
+
+def tweet_bodies_64() -> list[Body]:
+    return tweet_bodies(64)
+
+
+# The graphs' own inputs at a batch size, prepared exactly as the service prepares them (the compute limit).
+
+
+def digits_feeds(model) -> Callable[[int], dict[str, np.ndarray]]:
+    images = digit_images().astype(np.float32)[:, None]
+    return lambda batch: model.feeds(np.resize(images, (batch, 1, 28, 28)))
+
+
+def sentiment_feeds(model) -> Callable[[int], dict[str, np.ndarray]]:
+    from modelcore.sentiment import TextEncoder
+
+    encoder = TextEncoder(model.directory / "tokenizer.json", model.metadata.preprocessing["max_length"])
+    texts = tweets()
+
+    def encode(batch: int) -> dict[str, np.ndarray]:
+        encoded = encoder.encode([texts[i % len(texts)] for i in range(batch)])
+        return model.feeds(encoded.input_ids, encoded.attention_mask)
+
+    return encode
+
+
+def denoise_feeds(model) -> Callable[[int], dict[str, np.ndarray]]:
+    from modelcore.denoise import to_tiles
+
+    tiles = [to_tiles(crop, None)[0] for crop in noisy_crops()]
+    return lambda batch: model.feeds(*(np.concatenate([tiles[i % len(tiles)][name] for i in range(batch)])
+                                       for name in ("noisy", "sigma")))
+
+
+def resolve(reference: str) -> Callable:
+    """A "module:function" reference from the model registry, imported."""
+    module, function = reference.split(":")
+    return getattr(importlib.import_module(module), function)

@@ -26,9 +26,10 @@ from pathlib import Path
 import psutil
 
 from service.launch import served_locally
+from service.registry import models
 
 ROOT = Path(__file__).resolve().parent.parent
-USERS = ("DigitsUser", "SentimentUser", "DenoiseUser", "MixedUser")
+USERS = (*(model.user_class for model in models()), "MixedUser")  # loadtest/locustfile.py
 SETTLE_SECONDS = 2.0  # the first seconds of each step (users still connecting) are left out of its rate
 
 

@@ -6,6 +6,7 @@ import io
 import warnings
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Callable, TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -13,8 +14,10 @@ from PIL import Image, UnidentifiedImageError
 from modelcore.errors import InputError
 
 ACCEPTED_FORMATS = ("PNG", "JPEG")
-SEND_INSTEAD = "send one PNG or JPEG file in the multipart field 'image'"
+FIELD = "the multipart field 'image'"
+SEND_INSTEAD = f"send one PNG or JPEG file in {FIELD}"
 # Modes whose samples do not fit in 8 bits; PIL's convert("L") would clip them.
+T = TypeVar("T")
 WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
@@ -82,6 +85,14 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
     rgba = image.convert("RGBA")
     background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def restated(decode: Callable[[bytes], T], data: bytes, where: str) -> T:
+    """decode(data), with its errors saying the file was sent `where` (e.g. "as the request body")."""
+    try:
+        return decode(data)
+    except InputError as exc:
+        raise InputError(exc.message.replace(f"in {FIELD}", where), exc.status) from None
 
 
 def decode_grey(data: bytes, max_pixels: int) -> np.ndarray:

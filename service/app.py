@@ -1,9 +1,10 @@
-"""The model server: every model's endpoints on one BentoML service.
+"""The model server: every registered model's endpoints, the Open Inference Protocol v2, on one BentoML service.
 
     bentoml serve service.app:ModelServer      (make serve does this, after importing the models)
 
-Adding a model: write service/<model>.py with an API mixin declaring its BentoModel and its
-endpoints, then add the mixin to MODEL_APIS below.
+The models come from the registry (service/registry.py): each entry's API mixin, plain routes, OpenAPI
+operations and v2 signature; models users imported with `python -m service.store import-onnx` are served
+over v2 beside them.
 """
 
 import gc
@@ -14,15 +15,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from service.denoise import DenoiseAPI
+from service import imported, registry, v2
 from service.diagnostics import DiagnosticsAPI, hold, noop_body, runtime_state
-from service.digits import DigitsAPI, classify_image_body, classify_npy_body, documented_routes
 from service.guards import AdmissionLimit, ApiKeyAuth
-from service.http import BodySizeLimit, answer_malformed_requests, refuse_remote_uploads
+from service.http import BodySizeLimit, JsonErrorPages, answer_malformed_requests, refuse_remote_uploads
 from service.lifecycle import STATE, drain_on_sigterm
 from service.openapi import Operation, serve_completed_spec
 from service.runtime import OnnxModel, load_models, verify_store
-from service.sentiment import SentimentAPI
 from service.settings import get_settings
 from service.timeouts import replace_bentoml_timeout
 
@@ -30,8 +29,9 @@ settings = get_settings()
 refuse_remote_uploads()
 answer_malformed_requests()
 replace_bentoml_timeout()
-MODEL_APIS = (DigitsAPI, SentimentAPI, DenoiseAPI)
-APIS = MODEL_APIS + ((DiagnosticsAPI,) if settings.diagnostics else ())
+MODELS = registry.models()
+ImportedModels = imported.imported_models_mixin(reserved={entry.name for entry in MODELS})
+APIS = (*(entry.api for entry in MODELS), ImportedModels, *((DiagnosticsAPI,) if settings.diagnostics else ()))
 
 
 def cors_config() -> dict:
@@ -42,8 +42,9 @@ def cors_config() -> dict:
         "enabled": True,
         "access_control_allow_origins": settings.cors_origins,
         "access_control_allow_methods": ["GET", "POST"],
-        "access_control_allow_headers": ["Authorization", "X-API-Key", "Content-Type"],
-        "access_control_expose_headers": ["X-Model-Name", "X-Model-Version", "X-Noise-Sigma", "Retry-After"],
+        "access_control_allow_headers": ["Authorization", "X-API-Key", "Content-Type", "Inference-Header-Content-Length"],
+        "access_control_expose_headers": ["X-Model-Name", "X-Model-Version", "X-Noise-Sigma", "Retry-After",
+                                          "Inference-Header-Content-Length"],
     }
 
 
@@ -54,10 +55,13 @@ def cors_config() -> dict:
     traffic={"timeout": settings.request_timeout_s},
 )
 class ModelServer(*APIS):
-    """Serves every model mixed in above; /livez, /readyz, /metrics and /docs.json come from BentoML."""
+    """Serves every registered and imported model; /livez, /readyz, /metrics and /docs.json come from BentoML."""
 
     def __init__(self) -> None:
         self.models: dict[str, OnnxModel] = load_models(type(self), settings)
+        built_in = {entry.name: entry.v2 for entry in MODELS}
+        self.v2_signatures = {name: built_in.get(name) or imported.signature(model.metadata.inputs, model.metadata.outputs)
+                              for name, model in self.models.items()}
         drain_on_sigterm(grace_s=settings.request_timeout_s)
         # Everything loaded so far lives as long as the worker: keep the garbage collector from re-scanning
         # it on every full collection (those scans were the p99 latency spikes, docs/performance.md).
@@ -88,13 +92,11 @@ ModelServer.add_asgi_middleware(
     AdmissionLimit, max_in_flight=settings.max_concurrent_requests, retry_after_s=settings.retry_after_s
 )
 ModelServer.add_asgi_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
-# Plain Starlette routes, still behind every middleware above: the models list, and raw-body endpoints
-# that skip BentoML's form parsing and temporary files (the fast path for one image per request).
-ROUTES = [
-    Route("/models", list_models, methods=["GET"]),
-    Route("/digits/classify-image", classify_image_body, methods=["POST"]),
-    Route("/digits/classify-tensor", classify_npy_body, methods=["POST"]),
-]
+ModelServer.add_asgi_middleware(JsonErrorPages)
+# Plain Starlette routes, still behind every middleware above: the models list, the models' own routes
+# (raw-body fast paths that skip BentoML's form parsing), and the Open Inference Protocol v2.
+ROUTES = [Route("/models", list_models, methods=["GET"]), *(route for entry in MODELS for route in entry.routes),
+          *v2.routes()]
 if settings.diagnostics:
     ROUTES += [Route("/diagnostics/noop-body", noop_body, methods=["POST"]),
                Route("/diagnostics/runtime", runtime_state, methods=["GET"]),
@@ -103,7 +105,8 @@ ModelServer.mount_asgi_app(Starlette(routes=ROUTES), path="/")
 MODELS_ANSWER = {"type": "object", "required": ["models"],
                  "properties": {"models": {"type": "array", "items": {"type": "object"}}}}
 serve_completed_spec([Operation("get", "/models", "Every served model: version, inputs, outputs, metrics, provider",
-                                answer=MODELS_ANSWER, errors=("401", "503", "504")), *documented_routes()])
+                                answer=MODELS_ANSWER, errors=("401", "503", "504")),
+                      *(operation for entry in MODELS for operation in entry.operations), *v2.operations()])
 
 # Refuse to start (one clear line, non-zero exit) rather than crash-loop workers on a missing or corrupt model.
 verify_store(ModelServer.inner)

@@ -2,7 +2,7 @@
 
 BentoML's own batching needs the public endpoint to call a batched endpoint of the service
 (`self.to_async`), and that internal call drops requests under concurrency in BentoML 1.4.30-1.4.39
-(bentoml/BentoML#5540, #5544). This batcher sits behind each endpoint instead, so every request is
+(upstream threads bentoml/BentoML#5540 and #4971; fix proposed in PR #5698). This batcher sits behind each endpoint instead, so every request is
 validated on its own (its own 4xx) and only clean arrays ever reach a batch.
 """
 
@@ -48,7 +48,15 @@ class MicroBatcher:
         self._arrived: asyncio.Event | None = None
         self._loop_task: asyncio.Task | None = None
         # One inference thread per model: batches run one after another, each using the session's threads.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-inference")
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-inference")
+
+    @property
+    def max_rows(self) -> int:
+        return self._max_rows
+
+    @property
+    def max_wait_s(self) -> float:
+        return self._max_wait
 
     async def predict(self, payload: Any, rows: int) -> Any:
         """The output for one request's payload of `rows` items, computed in a batch with whatever else is queued."""
@@ -102,7 +110,7 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            outputs = await loop.run_in_executor(self._executor, self._run, [request.payload for request in batch])
+            outputs = await loop.run_in_executor(self.executor, self._run, [request.payload for request in batch])
         except Exception as exc:  # a fault of the model itself: every request in the batch shares it
             log.exception("inference failed for a batch of %d rows", rows)
             for request in batch:
@@ -118,4 +126,4 @@ class MicroBatcher:
         """Stop the batching loop and the inference thread."""
         if self._loop_task is not None:
             self._loop_task.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.executor.shutdown(wait=False, cancel_futures=True)

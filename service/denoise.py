@@ -1,6 +1,8 @@
-"""Denoise endpoint: Gaussian-noise removal for greyscale and colour images of any size."""
+"""Denoise: Gaussian-noise removal for greyscale and colour images of any size - endpoint and registry entry."""
 
 import asyncio
+import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -9,37 +11,72 @@ import numpy as np
 from pydantic import Field
 from starlette.responses import Response
 
-from modelcore.denoise import MAX_SIGMA, from_tiles, to_tiles
-from modelcore.images import Planes, encode_png, merge_planes, open_image, split_planes
+from modelcore.denoise import MAX_SIGMA, Tiling, add_noise, from_tiles, psnr, to_tiles
+from modelcore.errors import InputError
+from modelcore.images import Planes, encode_png, merge_planes, open_image, png_bytes, restated, split_planes
 from service.http import answers_client_errors
+from service.registry import (
+    DryRun,
+    HttpAnswer,
+    HttpRequest,
+    LoadProfile,
+    ModelEntry,
+    Smoke,
+    TensorSig,
+    V2Signature,
+    Workload,
+)
 from service.runtime import OnnxModel
 from service.settings import get_settings
 
 NAME = "denoise"
-settings = get_settings()
 
 
-def upload_to_feeds(image: Path, sigma: float | None):
-    """Decode, split into planes, tile every plane: (feeds for all tiles, planes, tiling, grid)."""
-    planes = split_planes(open_image(image.read_bytes(), settings.max_denoise_pixels))
+@dataclass
+class Tiled:
+    """An upload cut for the network: every plane's tiles as one batch, and how to put the image back."""
+
+    tiles: np.ndarray  # (N, 1, S, S) float32 in [0, 1]
+    levels: np.ndarray  # (N, 1) float32 noise level per tile, 0-255 scale
+    planes: Planes
+    tiling: Tiling
+    grid: tuple[int, int]
+    shape: tuple[int, int]
+
+    @property
+    def levels_per_plane(self) -> np.ndarray:
+        return self.levels[:: len(self.levels) // len(self.planes.planes), 0]
+
+
+def tiled_upload(data: bytes, sigma: float | None) -> Tiled:
+    """Decode, split into planes, tile every plane (each plane's noise level estimated unless `sigma` is given)."""
+    planes = split_planes(open_image(data, get_settings().max_denoise_pixels))
     shape = planes.planes[0].shape
-    tiled = [to_tiles(plane, sigma) for plane in planes.planes]
-    feeds = {name: np.concatenate([part[0][name] for part in tiled]) for name in ("noisy", "sigma")}
-    _, tiling, grid = tiled[0]
-    return feeds, planes, tiling, grid, shape
+    cut = [to_tiles(plane, sigma) for plane in planes.planes]
+    feeds = {name: np.concatenate([part[0][name] for part in cut]) for name in ("noisy", "sigma")}
+    _, tiling, grid = cut[0]
+    return Tiled(feeds["noisy"], feeds["sigma"], planes, tiling, grid, shape)
 
 
-def feeds_to_png(output: np.ndarray, planes: Planes, tiling, grid, shape) -> bytes:
+def stitched_png(output: np.ndarray, tiled: Tiled) -> bytes:
     """Stitch each plane's tiles back and encode the image as PNG, same size and mode family."""
-    per_plane = np.split(output, len(planes.planes))
-    planes.planes = [from_tiles(tiles, tiling, grid, shape) for tiles in per_plane]
-    return encode_png(merge_planes(planes))
+    per_plane = np.split(output, len(tiled.planes.planes))
+    rebuilt = Planes([from_tiles(tiles, tiled.tiling, tiled.grid, tiled.shape) for tiles in per_plane],
+                     tiled.planes.alpha, tiled.planes.mode)
+    return encode_png(merge_planes(rebuilt))
+
+
+async def denoised(model: OnnxModel, data: bytes, sigma: float | None, where: str) -> tuple[bytes, np.ndarray]:
+    """(the cleaned image as PNG, the noise level used per channel) for one uploaded image file."""
+    tiled = await asyncio.to_thread(restated, lambda upload: tiled_upload(upload, sigma), data, where=where)
+    output = await model.predict(model.feeds(tiled.tiles, tiled.levels))
+    return await asyncio.to_thread(stitched_png, output, tiled), tiled.levels_per_plane
 
 
 class DenoiseAPI:
     """Mixed into the ModelServer: the /denoise endpoint."""
 
-    denoise_model = bentoml.models.BentoModel(settings.model_tag(NAME))
+    denoise_model = bentoml.models.BentoModel(get_settings().model_tag(NAME))
     models: dict[str, OnnxModel]
 
     @bentoml.api(route="/denoise")
@@ -55,13 +92,95 @@ class DenoiseAPI:
         """Denoise one PNG or JPEG (multipart field `image`); answers the cleaned image as PNG, same size and mode
         (greyscale, RGB, alpha and 16-bit kept; palette and CMYK images come back as RGB). Colour images are
         denoised channel by channel."""
-        feeds, planes, tiling, grid, shape = await asyncio.to_thread(upload_to_feeds, image, sigma)
-        output = await self.models[NAME].predict(feeds)
-        png = await asyncio.to_thread(feeds_to_png, output, planes, tiling, grid, shape)
-        levels = feeds["sigma"][:: len(feeds["sigma"]) // len(planes.planes), 0]  # one per plane
+        model = self.models[NAME]
+        png, levels = await denoised(model, image.read_bytes(), sigma, where="in the multipart field 'image'")
         headers = {
             "X-Model-Name": NAME,
-            "X-Model-Version": self.models[NAME].version,
+            "X-Model-Version": model.version,
             "X-Noise-Sigma": ",".join(f"{level:.2f}" for level in levels),  # the level used per channel
         }
         return Response(png, media_type="image/png", headers=headers)
+
+
+# Open Inference Protocol v2 ----------------------------------------------------------------------
+
+
+async def v2_infer(model: OnnxModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """v2: one encoded `image` (and an optional `sigma`, 0-255 scale) -> the cleaned `image` as PNG bytes."""
+    if inputs["image"].size != 1:
+        raise InputError("Send exactly one image (shape [1]) per denoise request.")
+    sigma = None
+    if "sigma" in inputs:
+        values = inputs["sigma"].ravel()
+        if values.size != 1 or not np.isfinite(values[0]) or not 0 <= values[0] <= MAX_SIGMA:
+            raise InputError(f"sigma must be one number from 0 to {MAX_SIGMA:g} (noise standard deviation, 0-255 scale).")
+        sigma = float(values[0])
+    png, _ = await denoised(model, inputs["image"].ravel()[0], sigma, where="as the BYTES input 'image'")
+    image = np.empty(1, dtype=object)
+    image[0] = png
+    return {"image": image}
+
+
+# Registry entry ----------------------------------------------------------------------------------
+
+SMOKE_SIZE = 96
+LOAD_CROP = 128  # the load tests' noisy photograph crops (loadtest/payloads.py)
+
+
+def smooth_image(size: int = SMOKE_SIZE) -> np.ndarray:
+    """A smooth synthetic greyscale scene in [0, 1]: noise on it is easy to measure."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    return 0.25 + 0.5 * (0.5 * np.sin(3 * x) + 0.5 * np.cos(2 * y)) ** 2
+
+
+def noisy_plane(size: int = SMOKE_SIZE, sigma: float = 25.0) -> np.ndarray:
+    return add_noise(smooth_image(size), sigma, np.random.default_rng(0))
+
+
+def noisy_png(size: int = SMOKE_SIZE) -> bytes:
+    return png_bytes((noisy_plane(size) * 255).round().astype(np.uint8))
+
+
+def smoke_request() -> HttpRequest:
+    from urllib3 import encode_multipart_formdata
+
+    body, content_type = encode_multipart_formdata({"image": ("noisy.png", noisy_png(), "image/png")})
+    return HttpRequest("/denoise", body, content_type)
+
+
+def cleaned(answer: HttpAnswer, size: int = SMOKE_SIZE) -> bool:
+    """A PNG of the right size, much closer to the clean image than the noisy upload was."""
+    from PIL import Image
+
+    if answer.status != 200 or answer.headers.get("content-type") != "image/png":
+        return False
+    output = np.asarray(Image.open(io.BytesIO(answer.body)), dtype=np.float64) / 255
+    clean = smooth_image(size)
+    return output.shape == (size, size) and psnr(clean, output) > psnr(clean, noisy_plane(size)) + 6
+
+
+def same_size_png(answer: HttpAnswer) -> str | None:
+    """None when the answer is a PNG of the load test's crop size, else what is wrong."""
+    width_height = answer.body[16:24] if answer.body[:8] == b"\x89PNG\r\n\x1a\n" else b""
+    if answer.status != 200 or width_height != LOAD_CROP.to_bytes(4, "big") * 2:
+        return f"unexpected answer {answer.status}: {answer.body[:200]!r}"
+    return None
+
+
+ENTRY = ModelEntry(
+    name=NAME,
+    api=DenoiseAPI,
+    v2=V2Signature(
+        inputs=(TensorSig("image", ("BYTES",), (1,), binary=True), TensorSig("sigma", ("FP32",), (1,), optional=True)),
+        outputs=(TensorSig("image", ("BYTES",), (1,), binary=True),),
+        infer=v2_infer,
+    ),
+    smoke=Smoke(smoke_request, cleaned),
+    load=LoadProfile(
+        workloads=(Workload("noisy-png", "/denoise", "loadtest.payloads:noisy_pngs",
+                            noop_path="/diagnostics/noop-upload", check=same_size_png),),
+        mixed_weight=1,
+        compute_feeds="loadtest.payloads:denoise_feeds",
+    ),
+    dry_run=DryRun(training_args=("--depth", "4", "--width", "8"), export_options={"quick": True}),
+)

@@ -1,7 +1,8 @@
-"""Digits endpoints: handwritten digit classification (a CNN trained on MNIST)."""
+"""Digits: handwritten digit classification (a CNN trained on MNIST) - endpoints and registry entry."""
 
 import asyncio
 import io
+import json
 import tokenize
 from pathlib import Path
 from typing import Annotated
@@ -11,22 +12,36 @@ import numpy as np
 from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from modelcore import digits
 from modelcore.errors import InputError
-from modelcore.images import decode_grey
+from modelcore.images import decode_grey, png_bytes, restated
 from service.http import answers_client_errors
 from service.openapi import Operation, model_schema
+from service.registry import (
+    DryRun,
+    HttpAnswer,
+    HttpRequest,
+    LoadProfile,
+    ModelEntry,
+    Smoke,
+    TensorSig,
+    V2Signature,
+    Workload,
+)
 from service.runtime import OnnxModel
 from service.schemas import ModelRef
 from service.settings import get_settings
 
 NAME = "digits"
-settings = get_settings()
+settings = get_settings()  # request-schema limits are part of the class definitions below
 
 Pixel = Annotated[float, Field(ge=0, le=255, allow_inf_nan=False)]
 Row = Annotated[list[Pixel], Field(min_length=digits.SIDE, max_length=digits.SIDE)]
 DigitArray = Annotated[list[Row], Field(min_length=digits.SIDE, max_length=digits.SIDE)]
+# Small uploads (a scanned digit is a few kB) decode faster inline than through a thread hop.
+INLINE_DECODE_BYTES = 64 * 1024
 
 
 class DigitPrediction(BaseModel):
@@ -48,26 +63,34 @@ def predictions(probabilities: np.ndarray) -> list[dict]:
     return [{"label": int(row.argmax()), "probabilities": row.tolist()} for row in probabilities]
 
 
-# Small uploads (a scanned digit is a few kB) decode faster inline than through a thread hop.
-INLINE_DECODE_BYTES = 64 * 1024
-
-
-def upload_to_pixels(image: Path) -> np.ndarray:
-    """An uploaded photo or scan -> (1, 1, 28, 28) float32 in MNIST layout."""
-    return bytes_to_pixels(image.read_bytes())
-
-
 def bytes_to_pixels(data: bytes) -> np.ndarray:
-    grey = decode_grey(data, settings.max_image_pixels)
+    """An uploaded photo or scan -> (1, 1, 28, 28) float32 in MNIST layout."""
+    grey = decode_grey(data, get_settings().max_image_pixels)
     return digits.to_mnist_layout(grey)[None, None]
 
 
-def body_to_pixels(data: bytes) -> np.ndarray:
-    """bytes_to_pixels for a raw-body upload: its errors say to send the file as the body."""
-    try:
-        return bytes_to_pixels(data)
-    except InputError as exc:
-        raise InputError(exc.message.replace("in the multipart field 'image'", "as the request body"), exc.status) from None
+async def decoded(data: bytes, where: str) -> np.ndarray:
+    """bytes_to_pixels, off the event loop for large files; errors say where the file was sent (`where`)."""
+    if len(data) <= INLINE_DECODE_BYTES:
+        return restated(bytes_to_pixels, data, where=where)
+    return await asyncio.to_thread(restated, bytes_to_pixels, data, where=where)
+
+
+def digits_shape(shape: tuple[int, ...], instead: str) -> tuple[int, ...]:
+    """(N, 28, 28) from an (N, 28, 28) or (N, 1, 28, 28) shape with 1 <= N <= the item limit, else InputError."""
+    limit = get_settings().max_items_per_request
+    squeezed = shape[:1] + shape[2:] if len(shape) == 4 and shape[1] == 1 else tuple(shape)
+    if len(squeezed) != 3 or squeezed[1:] != (digits.SIDE, digits.SIDE) or not 1 <= squeezed[0] <= limit:
+        raise InputError(f"The array has shape {tuple(shape)}; {instead.format(limit=limit)}.")
+    return squeezed
+
+
+def checked_pixels(array: np.ndarray, instead: str) -> np.ndarray:
+    """Digits in MNIST layout, values 0-255 -> (N, 1, 28, 28) float32, or InputError saying what to send."""
+    pixels = array.reshape(digits_shape(array.shape, instead)).astype(np.float32, copy=False)
+    if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 255:
+        raise InputError(f"Values must be finite and within 0-255; {instead.format(limit=get_settings().max_items_per_request)}.")
+    return pixels[:, None]
 
 
 @answers_client_errors(NAME)
@@ -77,15 +100,14 @@ async def classify_image_body(request: Request) -> Response:
     The fast path for one image per request: the bytes go straight to the decoder, with no form parsing
     or temporary file. Same answer and errors as /digits/classify.
     """
-    data = await request.body()
-    pixels = body_to_pixels(data) if len(data) <= INLINE_DECODE_BYTES else await asyncio.to_thread(body_to_pixels, data)
+    pixels = await decoded(await request.body(), where="as the request body")
     model = bentoml.get_current_service().models[NAME]
-    (prediction,) = predictions(await model.predict({"pixels": pixels}))
+    (prediction,) = predictions(await model.predict(model.feeds(pixels)))
     return JSONResponse({**prediction, "model": model.reference()})
 
 
 class DigitsAPI:
-    """Mixed into the ModelServer: the /digits/* endpoints."""
+    """Mixed into the ModelServer: the /digits/* endpoints BentoML serves and documents."""
 
     digits_model = bentoml.models.BentoModel(settings.model_tag(NAME))
     models: dict[str, OnnxModel]
@@ -95,9 +117,9 @@ class DigitsAPI:
     async def digits_classify(self, image: Path) -> DigitResponse:
         """Classify one photo or scan of a handwritten digit (multipart field `image`: PNG or JPEG,
         any size, colour or grey, dark-on-light or light-on-dark)."""
-        pixels = await asyncio.to_thread(upload_to_pixels, image)
+        pixels = await asyncio.to_thread(bytes_to_pixels, image.read_bytes())
         model = self.models[NAME]
-        (prediction,) = predictions(await model.predict({"pixels": pixels}))
+        (prediction,) = predictions(await model.predict(model.feeds(pixels)))
         return DigitResponse(**prediction, model=model.reference())
 
     @bentoml.api(route="/digits/classify-arrays")
@@ -109,7 +131,7 @@ class DigitsAPI:
         """Classify digits already in MNIST layout: a list of 28x28 arrays, white on black, values 0-255."""
         pixels = np.asarray(images, dtype=np.float32)[:, None]  # (N, 1, 28, 28)
         model = self.models[NAME]
-        return DigitArraysResponse(results=predictions(await model.predict({"pixels": pixels})), model=model.reference())
+        return DigitArraysResponse(results=predictions(await model.predict(model.feeds(pixels))), model=model.reference())
 
 
 NPY_SEND_INSTEAD = (
@@ -124,7 +146,7 @@ def npy_to_pixels(data: bytes) -> np.ndarray:
     The header's shape and dtype are checked before any data is read, so a small file declaring a huge
     array allocates nothing; np.load(allow_pickle=False) refuses object arrays (pickles).
     """
-    instead = NPY_SEND_INSTEAD.format(limit=settings.max_items_per_request)
+    instead = NPY_SEND_INSTEAD.format(limit=get_settings().max_items_per_request)
     stream = io.BytesIO(data)
     try:
         shape, dtype = _npy_header(stream)
@@ -132,18 +154,13 @@ def npy_to_pixels(data: bytes) -> np.ndarray:
         raise InputError(f"The body is not a readable .npy array ({exc}); {instead}.") from None
     if dtype.kind not in "uif":
         raise InputError(f"The array's dtype is {dtype}: it must be an integer or float type; {instead}.")
-    digits_shape = shape[:1] + shape[2:] if len(shape) == 4 and shape[1] == 1 else shape
-    if len(digits_shape) != 3 or digits_shape[1:] != (digits.SIDE, digits.SIDE) or not 1 <= digits_shape[0] <= settings.max_items_per_request:
-        raise InputError(f"The array has shape {shape}; {instead}.")
+    digits_shape(shape, NPY_SEND_INSTEAD)  # before reading any data
     stream.seek(0)
     try:
-        array = np.load(stream, allow_pickle=False).reshape(digits_shape)
+        array = np.load(stream, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"The .npy data is truncated or corrupt ({exc}); {instead}.") from None
-    pixels = array.astype(np.float32, copy=False)
-    if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 255:
-        raise InputError(f"Values must be finite and within 0-255; {instead}.")
-    return pixels[:, None]
+    return checked_pixels(array, NPY_SEND_INSTEAD)
 
 
 def _npy_header(stream: io.BytesIO) -> tuple[tuple[int, ...], np.dtype]:
@@ -167,17 +184,120 @@ async def classify_npy_body(request: Request) -> Response:
     """
     pixels = npy_to_pixels(await request.body())
     model = bentoml.get_current_service().models[NAME]
-    return JSONResponse({"results": predictions(await model.predict({"pixels": pixels})), "model": model.reference()})
+    return JSONResponse({"results": predictions(await model.predict(model.feeds(pixels))), "model": model.reference()})
 
 
-def documented_routes() -> list[Operation]:
+def documented_routes() -> tuple[Operation, ...]:
     """The OpenAPI operations of the plain /digits routes (BentoML documents the others)."""
     one, one_refs = model_schema(DigitResponse)
     many, many_refs = model_schema(DigitArraysResponse)
-    return [
+    return (
         Operation("post", "/digits/classify-image", "Classify one digit image sent as the request body (PNG or JPEG)",
                   answer=one, schemas=one_refs, body_types=("image/png", "image/jpeg", "application/octet-stream")),
         Operation("post", "/digits/classify-tensor",
                   "Classify a .npy array (numpy.save) of shape (N, 28, 28) in MNIST layout, values 0-255",
                   answer=many, schemas=many_refs, body_types=("application/x-npy", "application/octet-stream")),
-    ]
+    )
+
+
+# Open Inference Protocol v2 ----------------------------------------------------------------------
+
+V2_PIXELS_INSTEAD = "send the input pixels as FP32 or UINT8 of shape [N, 28, 28], N from 1 to {limit}, values 0-255"
+
+
+async def v2_infer(model: OnnxModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """v2: `image` (encoded PNG/JPEG files, /digits/classify's preprocessing) or `pixels` (MNIST layout)."""
+    if len(inputs) != 1:
+        raise InputError("Send exactly one of the inputs image (BYTES: PNG or JPEG files) or pixels (MNIST layout).")
+    if "image" in inputs:
+        files = inputs["image"].ravel()
+        if not 1 <= len(files) <= get_settings().max_items_per_request:
+            raise InputError(f"Send 1 to {get_settings().max_items_per_request} images per request, not {len(files)}.")
+        pixels = np.concatenate([await decoded(data, where=f"as element {index} of the BYTES input 'image'")
+                                 for index, data in enumerate(files)])
+    else:
+        pixels = checked_pixels(inputs["pixels"], V2_PIXELS_INSTEAD)
+    probabilities = await model.predict(model.feeds(pixels))
+    return {"probabilities": probabilities, "label": probabilities.argmax(axis=1).astype(np.int64)}
+
+
+# Registry entry ----------------------------------------------------------------------------------
+
+
+def seven() -> np.ndarray:
+    """A clear handwritten 7, drawn as MNIST would have it (white ink on black, 28x28 uint8)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("L", (28, 28))
+    ImageDraw.Draw(image).line([(7, 7), (21, 7), (12, 22)], fill=255, width=3)
+    return np.asarray(image)
+
+
+def smoke_request() -> HttpRequest:
+    from urllib3 import encode_multipart_formdata
+
+    body, content_type = encode_multipart_formdata({"image": ("seven.png", png_bytes(seven()), "image/png")})
+    return HttpRequest("/digits/classify", body, content_type)
+
+
+def reads_seven(answer: HttpAnswer) -> bool:
+    return answer.status == 200 and json.loads(answer.body)["label"] == 7
+
+
+def one_prediction(answer: HttpAnswer) -> str | None:
+    """None when the answer is a well-formed digit prediction, else what is wrong with it."""
+    body = json.loads(answer.body) if answer.status == 200 else {}
+    if len(body.get("probabilities", ())) != 10 or not 0 <= body.get("label", -1) <= 9:
+        return f"unexpected answer {answer.status}: {answer.body[:200]!r}"
+    return None
+
+
+def many_predictions(answer: HttpAnswer) -> str | None:
+    results = json.loads(answer.body).get("results", []) if answer.status == 200 else []
+    if not results or any(len(result.get("probabilities", ())) != 10 for result in results):
+        return f"unexpected answer {answer.status}: {answer.body[:200]!r}"
+    return None
+
+
+def v2_answered(answer: HttpAnswer) -> str | None:
+    """None for a v2 answer with its binary outputs, else what is wrong."""
+    if answer.status != 200 or "inference-header-content-length" not in {k.lower() for k in answer.headers}:
+        return f"unexpected answer {answer.status}: {answer.body[:200]!r}"
+    return None
+
+
+ENTRY = ModelEntry(
+    name=NAME,
+    api=DigitsAPI,
+    routes=(Route("/digits/classify-image", classify_image_body, methods=["POST"]),
+            Route("/digits/classify-tensor", classify_npy_body, methods=["POST"])),
+    operations=documented_routes(),
+    v2=V2Signature(
+        inputs=(TensorSig("image", ("BYTES",), (-1,), optional=True, binary=True),
+                TensorSig("pixels", ("FP32", "UINT8"), (-1, digits.SIDE, digits.SIDE), optional=True)),
+        outputs=(TensorSig("probabilities", ("FP32",), (-1, len(digits.LABELS))), TensorSig("label", ("INT64",), (-1,))),
+        infer=v2_infer,
+        max_batch_size=settings.max_items_per_request,
+    ),
+    smoke=Smoke(smoke_request, reads_seven),
+    load=LoadProfile(
+        workloads=(
+            Workload("digit-png", "/digits/classify", "loadtest.payloads:digit_pngs",
+                     noop_path="/diagnostics/noop-upload", check=one_prediction),
+            Workload("digit-png-body", "/digits/classify-image", "loadtest.payloads:digit_png_bodies",
+                     noop_path="/diagnostics/noop-body", check=one_prediction, half_load=True),
+            Workload("digit-arrays-64", "/digits/classify-arrays", "loadtest.payloads:digit_arrays_64", items=64,
+                     check=many_predictions),
+            Workload("digit-npy-64", "/digits/classify-tensor", "loadtest.payloads:digit_npys_64", items=64,
+                     check=many_predictions),
+            Workload("digit-v2-png", "/v2/models/digits/infer", "loadtest.payloads:digit_v2_pngs",
+                     check=v2_answered, compare_with="digit-png-body"),
+            Workload("digit-v2-pixels-64", "/v2/models/digits/infer", "loadtest.payloads:digit_v2_pixels_64", items=64,
+                     check=v2_answered, compare_with="digit-npy-64"),
+        ),
+        mixed_weight=6,
+        compute_feeds="loadtest.payloads:digits_feeds",
+        peers=("loadtest.baseline_fastapi:app",),
+    ),
+    dry_run=DryRun(training_args=("--dataset", "mnist5k", "--width", "8")),
+)

@@ -220,3 +220,36 @@ def client_error(model: str, status: int, message: str) -> JSONResponse:
     log.info("%s: %d %s", model, status, message)
     count_client_error(model, status)
     return error_response(status, message)
+
+
+class JsonErrorPages:
+    """ASGI middleware: the router's own plain-text 404 and 405 pages become our {"error"} JSON answer."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        replaced = False
+
+        async def send_json_instead(message: dict) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start" and message["status"] in (404, 405):
+                content_type = dict(message.get("headers", ())).get(b"content-type", b"")
+                if not content_type.startswith(b"application/json"):
+                    replaced = True
+                    page = _error_page(message["status"], scope)
+                    return await page(scope, receive, send)
+            if replaced:  # the swallowed page's body
+                return None
+            await send(message)
+
+        await self.app(scope, receive, send_json_instead)
+
+
+def _error_page(status: int, scope: dict) -> JSONResponse:
+    path = scope.get("path", "")
+    if status == 404:
+        return error_response(404, f"No route {path}; the API is described at /docs.json.")
+    return error_response(405, f"{scope.get('method')} is not allowed on {path}; see /docs.json for each route's methods.")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,8 @@ CLIENT_ERRORS = {
 MIDDLEWARE_ERRORS = ("401", "413", "503", "504")
 INFERENCE_ERRORS = ("400", "415", "422", "500", *MIDDLEWARE_ERRORS)
 # BentoML's probe and metrics paths: exempt from admission control and the API key by default.
+BINARY = {"type": "string", "format": "binary"}
+PATH_PARAMETER = re.compile(r"{(\w+)}")
 READYZ_NOT_READY = {"description": "Not ready: models still loading, or the worker is draining for shutdown"}
 
 
@@ -53,22 +56,34 @@ class Operation:
     path: str
     summary: str
     answer: dict[str, Any]
-    answer_type: str = "application/json"
+    answer_types: tuple[str, ...] = ("application/json",)
     body_types: tuple[str, ...] = ()
+    body_schema: dict[str, Any] | None = None  # for a JSON body; other body types are binary
     errors: tuple[str, ...] = INFERENCE_ERRORS
     schemas: dict[str, Any] = field(default_factory=dict)
+    tag: str = "Service APIs"
 
-    def document(self) -> dict[str, Any]:
+    def document(self, path_values: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        """The operation; `path_values` lists the values a path parameter takes here (the served models)."""
+        words = self.path.strip("/").replace("{", "").replace("}", "").replace("/", "_").replace("-", "_")
         operation: dict[str, Any] = {
             "summary": self.summary,
-            "tags": ["Service APIs"],
-            "operationId": f"modelserver__{self.method}_{self.path.strip('/').replace('/', '_').replace('-', '_')}",
-            "responses": {"200": {"description": "Successful Response", "content": {self.answer_type: {"schema": self.answer}}},
+            "tags": [self.tag],
+            "operationId": f"modelserver__{self.method}_{words}",
+            "responses": {"200": {"description": "Successful Response",
+                                  "content": {media: {"schema": self.answer if media.endswith("json") else BINARY}
+                                              for media in self.answer_types}},
                           **error_responses(self.errors)},
         }
+        parameters = [{"name": name, "in": "path", "required": True,
+                       "schema": {"type": "string", **({"enum": path_values[name]} if name in (path_values or {}) else {})}}
+                      for name in PATH_PARAMETER.findall(self.path)]
+        if parameters:
+            operation["parameters"] = parameters
         if self.body_types:
-            binary = {"schema": {"type": "string", "format": "binary"}}
-            operation["requestBody"] = {"required": True, "content": {media: binary for media in self.body_types}}
+            content = {media: {"schema": self.body_schema if media == "application/json" and self.body_schema else BINARY}
+                       for media in self.body_types}
+            operation["requestBody"] = {"required": True, "content": content}
         return operation
 
 
@@ -83,7 +98,7 @@ def model_schema(model: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return schema, schema.pop("$defs", {})
 
 
-def complete(spec: dict[str, Any], operations: list[Operation]) -> dict[str, Any]:
+def complete(spec: dict[str, Any], operations: list[Operation], path_values: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """BentoML's spec with our error answers on every operation, and the plain routes' operations added."""
     spec = copy.deepcopy(spec)
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
@@ -98,18 +113,24 @@ def complete(spec: dict[str, Any], operations: list[Operation]) -> dict[str, Any
                 answers = {str(status): answer for status, answer in operation["responses"].items() if str(status)[0] == "2"}
                 operation["responses"] = {**answers, **error_responses(INFERENCE_ERRORS)}
     for operation in operations:
-        spec["paths"].setdefault(operation.path, {})[operation.method] = operation.document()
+        spec["paths"].setdefault(operation.path, {})[operation.method] = operation.document(path_values)
         schemas.update(operation.schemas)
     return spec
 
 
 def serve_completed_spec(operations: list[Operation]) -> None:
-    """Make BentoML's /docs.json (and the Swagger UI at / that reads it) serve the completed spec."""
+    """Make BentoML's /docs.json (and the Swagger UI at / that reads it) serve the completed spec.
+
+    Path parameters naming a model or a version list the ones served, so clients and fuzzers see the real values.
+    """
+    import bentoml
     from _bentoml_impl.server.app import ServiceAppFactory
 
     @functools.cache
     def completed(service: Any) -> dict[str, Any]:
-        return complete(service.openapi_spec.asdict(), operations)
+        served = bentoml.get_current_service().models
+        values = {"model": sorted(served), "version": sorted({model.version for model in served.values()})}
+        return complete(service.openapi_spec.asdict(), operations, values)
 
     async def openapi_spec_view(self: Any, _: Request) -> JSONResponse:
         return JSONResponse(completed(self.service))

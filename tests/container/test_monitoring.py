@@ -16,13 +16,14 @@ import pytest
 import yaml
 
 from service.launch import ROOT, free_port
+from service.registry import models
 from tests.container.conftest import Container
-from tests.e2e.calls import classify_digit, classify_text, denoise
+from tests.e2e.calls import smoke_call
 
 pytestmark = pytest.mark.container
 
 COMPOSE = ROOT / "deploy" / "compose"
-MODELS = ("digits", "sentiment", "denoise")
+MODELS = tuple(model.name for model in models())
 TRAFFIC_SECONDS = 12
 # Only counted once something is refused (overload, draining, API key): tests/e2e/test_overload.py covers it.
 NEEDS_REJECTIONS = "modelserver_rejected_requests_total"
@@ -73,7 +74,8 @@ def drive_traffic(url: str) -> None:
         stop = time.monotonic() + TRAFFIC_SECONDS
         with httpx.Client(base_url=url, timeout=30) as client:
             while time.monotonic() < stop:
-                classify_digit(client), classify_text(client), denoise(client)
+                for model in models():
+                    smoke_call(client, model)
                 client.post("/digits/classify-image", content=b"not a png", headers={"content-type": "image/png"})
                 client.post("/denoise", files={"image": ("x.png", b"not a png", "image/png")})
                 client.post("/sentiment/classify", json={"text": "a wrong field name"})

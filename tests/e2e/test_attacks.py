@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from modelcore.images import png_bytes
-from tests.e2e.calls import digit_is_right, every_endpoint_answers_correctly, seven
+from service.digits import seven
+from tests.e2e.calls import answered_correctly, every_endpoint_answers_correctly
 
 pytestmark = pytest.mark.e2e
 
@@ -194,7 +195,7 @@ def test_unusual_but_valid_image_modes_are_understood(client, mode, fmt):
     else:
         image = digit.convert(mode)
     response = client.post("/digits/classify", files={"image": (f"seven.{fmt.lower()}", encoded(image, fmt), "image/png")})
-    assert digit_is_right(response), response.text[:300]
+    assert answered_correctly("digits", response), response.text[:300]
 
 
 BOUNDARY = "9cc651cd2c8d168349f50fede4c361ac"

@@ -188,3 +188,52 @@ def test_compose_stack_scrapes_the_service_and_provisions_the_dashboard():
     assert uids == {datasources["datasources"][0]["uid"]}
     for mount in services["grafana"]["volumes"] + services["prometheus"]["volumes"]:
         assert (COMPOSE / mount.split(":")[0]).exists(), mount
+
+
+# KServe ------------------------------------------------------------------------------------------
+
+KSERVE = K8S / "kserve"
+
+
+@pytest.fixture(scope="module")
+def kserve() -> dict[str, dict]:
+    output = subprocess.run([*kustomize_command(), str(KSERVE)], check=True, capture_output=True, text=True,
+                            timeout=60).stdout
+    return {document["kind"]: document for document in yaml.safe_load_all(output) if document}
+
+
+def test_kserve_runtime_container_validates_as_a_kubernetes_container(kserve):
+    runtime = kserve["ServingRuntime"]["spec"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "modelserver-runtime-check"},
+           "spec": {"containers": runtime["containers"], "volumes": runtime["volumes"]}}
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(pod, version, strict=True)
+
+
+def test_kserve_inference_service_speaks_v2_through_the_runtime(kserve):
+    runtime, service = kserve["ServingRuntime"], kserve["InferenceService"]
+    assert runtime["apiVersion"] == "serving.kserve.io/v1alpha1" and service["apiVersion"] == "serving.kserve.io/v1beta1"
+    model = service["spec"]["predictor"]["model"]
+    assert model["protocolVersion"] == "v2" and "v2" in runtime["spec"]["protocolVersions"]
+    assert model["runtime"] == runtime["metadata"]["name"]
+    assert model["modelFormat"]["name"] in {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
+    predictor = service["spec"]["predictor"]
+    assert set(predictor) <= {"minReplicas", "maxReplicas", "scaleMetric", "scaleTarget", "model",
+                              "terminationGracePeriodSeconds"}
+    assert predictor["terminationGracePeriodSeconds"] >= Settings().request_timeout_s + 10
+
+
+def test_kserve_runtime_uses_the_settings_of_the_kubernetes_deployment(kserve):
+    (ours,) = kserve["ServingRuntime"]["spec"]["containers"]
+    base = yaml.safe_load((K8S / "base" / "deployment.yaml").read_text())["spec"]["template"]["spec"]
+    (theirs,) = base["containers"]
+    for key in ("env", "resources", "ports", "lifecycle", "volumeMounts"):
+        assert ours[key] == theirs[key], key
+    assert theirs["securityContext"].items() <= ours["securityContext"].items()
+    assert ours["image"].startswith("registry.example.com/modelserver")
+
+
+def test_kserve_probe_paths_answer_on_a_real_server(kserve, client):
+    (container,) = kserve["ServingRuntime"]["spec"]["containers"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert client.get(container[probe]["httpGet"]["path"]).status_code == 200, probe

@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.e2e.calls import classify_text, every_endpoint_answers_correctly
+from tests.e2e.calls import every_endpoint_answers_correctly, smoke_call
 
 pytestmark = pytest.mark.e2e
 
@@ -111,7 +111,7 @@ def test_while_capacity_is_full_every_other_request_is_refused_at_once(server):
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
             filled_at = time.monotonic()
             holders = await fill_capacity(client, held_s)
-            refused = await asyncio.gather(*(classify_text(client) for _ in range(20)))
+            refused = await asyncio.gather(*(smoke_call(client, "sentiment") for _ in range(20)))
             refused_within = time.monotonic() - filled_at
             return refused, refused_within, await asyncio.gather(*holders)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.e2e.calls import classify_digit, classify_text, digit_is_right, every_endpoint_answers_correctly
+from tests.e2e.calls import answered_correctly, every_endpoint_answers_correctly, smoke_call
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,7 @@ def guarded(start_server):
                                      {"Authorization": f"Basic {KEY}"}, {"Authorization": "Bearer"}, {"X-API-Key": ""}])
 def test_inference_without_the_right_key_gets_the_same_401(guarded, headers):
     _, client = guarded
-    for response in (classify_digit(client, headers=headers), classify_text(client, headers=headers)):
+    for response in (smoke_call(client, "digits", headers=headers), smoke_call(client, "sentiment", headers=headers)):
         assert response.status_code == 401
         assert response.headers["www-authenticate"].startswith("Bearer")
         # One message whatever was wrong: nothing tells a caller how close it came.
@@ -48,7 +48,7 @@ def test_probes_and_metrics_stay_open_by_default(guarded):
 
 def test_unauthorised_requests_are_counted(guarded):
     _, client = guarded
-    classify_digit(client)
+    smoke_call(client, "digits")
     assert 'modelserver_rejected_requests_total{reason="unauthorised"}' in client.get("/metrics").text
 
 
@@ -60,13 +60,13 @@ def test_cors_allows_only_the_configured_origin(guarded):
     assert allowed.headers["access-control-allow-origin"] == ORIGIN
     other = client.options("/digits/classify", headers={"Origin": "https://evil.example", **preflight})
     assert "access-control-allow-origin" not in other.headers
-    answer = classify_digit(client, headers={"Origin": ORIGIN, "X-API-Key": KEY})
-    assert digit_is_right(answer) and answer.headers["access-control-allow-origin"] == ORIGIN
+    answer = smoke_call(client, "digits", headers={"Origin": ORIGIN, "X-API-Key": KEY})
+    assert answered_correctly("digits", answer) and answer.headers["access-control-allow-origin"] == ORIGIN
 
 
 def test_cors_is_off_by_default(client):
-    answer = classify_digit(client, headers={"Origin": ORIGIN})
-    assert digit_is_right(answer)
+    answer = smoke_call(client, "digits", headers={"Origin": ORIGIN})
+    assert answered_correctly("digits", answer)
     assert "access-control-allow-origin" not in answer.headers
     preflight = client.options("/digits/classify", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"})
     assert "access-control-allow-origin" not in preflight.headers

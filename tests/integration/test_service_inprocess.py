@@ -16,9 +16,9 @@ from service import store
 
 
 @pytest.fixture(scope="module")
-def server(tiny_export, tiny_sentiment_export, tiny_denoise_export):
-    """A ModelServer instance serving the tiny exports (the only models in the temp store)."""
-    for export in (tiny_export, tiny_sentiment_export, tiny_denoise_export):
+def server(tiny_exports):
+    """A ModelServer instance serving every registered model's tiny export (the only models in the temp store)."""
+    for export in tiny_exports.values():
         store.import_model(export)
     from service.app import ModelServer
 
@@ -41,7 +41,8 @@ def test_server_loads_the_model_from_the_store_with_its_metadata(server, tiny_ex
 def test_classify_returns_label_probabilities_and_model(server, mnist_test, tmp_path):
     images, _ = mnist_test
     response = asyncio.run(server.digits_classify(image=png_file(tmp_path, images[0])))
-    expected = server.models["digits"].run({"pixels": digits.to_mnist_layout(images[0].astype(np.float32))[None, None]})[0]
+    model = server.models["digits"]
+    expected = model.run(model.feeds(digits.to_mnist_layout(images[0].astype(np.float32))[None, None]))["probabilities"][0]
     assert response.label == int(expected.argmax())
     np.testing.assert_allclose(response.probabilities, expected, rtol=1e-6)
     assert response.model.name == "digits" and len(response.probabilities) == 10
@@ -71,7 +72,8 @@ def test_classify_arrays_keeps_input_order(server, mnist_test):
 def test_concurrent_requests_share_batches_and_get_their_own_answers(server, mnist_test):
     images, _ = mnist_test
     layouts = [digits.to_mnist_layout(image.astype(np.float32)) for image in images[:32]]
-    expected = server.models["digits"].run({"pixels": np.stack(layouts)[:, None]}).argmax(axis=1)
+    model = server.models["digits"]
+    expected = model.run(model.feeds(np.stack(layouts)[:, None]))["probabilities"].argmax(axis=1)
 
     async def many():
         return await asyncio.gather(*(server.digits_classify_arrays(images=[layout.tolist()]) for layout in layouts))
