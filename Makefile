@@ -21,13 +21,16 @@ export CONTAINERS_CONF ?= $(CURDIR)/deploy/container/containers.conf
 export CONTAINERS_STORAGE_CONF ?= $(CURDIR)/.containers/storage.conf
 VARIANT ?= cpu
 
-.PHONY: serve test models train-digits export-digits digits eval-digits train-sentiment export-sentiment sentiment eval-sentiment train-denoise export-denoise denoise eval-denoise loadtest soak benchmark bento container-tools base-image image images serve-image test-container test-deploy clean
+.PHONY: serve test test-tools models train-digits export-digits digits eval-digits eval-ood eval-explain train-sentiment export-sentiment sentiment eval-sentiment train-denoise export-denoise denoise eval-denoise loadtest soak benchmark bento container-tools base-image image images serve-image test-container test-deploy clean
 
 serve: $(VENV)/.serve-installed models  ## serve the shipped models on $(HOST):$(PORT) in the foreground
 	MODEL_SERVER_HOST=$(HOST) MODEL_SERVER_PORT=$(PORT) exec $(BIN)/bentoml serve service.app:ModelServer
 
-test: $(VENV)/.dev-installed  ## install what the tests need and run the whole suite
+test: $(VENV)/.dev-installed test-tools  ## install what the tests need and run the whole suite
 	$(BIN)/python -m pytest
+
+test-tools:  ## Chromium and the DejaVu fonts from Debian's packages (apt-get as root) when missing
+	tests/install-tools.sh
 
 models: $(VENV)/.serve-installed  ## import the shipped artifacts/ into the BentoML model store
 	$(BIN)/python -m service.store import-shipped
@@ -56,6 +59,12 @@ digits: train-digits export-digits models  ## retrain, re-export and re-import t
 
 eval-digits: $(VENV)/.dev-installed  ## accuracy and throughput of a running server (URL=...)
 	$(BIN)/python -m loadtest.digits_eval --url $${URL:-http://$(HOST):$(PORT)}
+
+eval-ood: $(VENV)/.dev-installed  ## out-of-distribution AUROC and flag rates of a running server on held-out non-digits (URL=...)
+	$(BIN)/python -m loadtest.ood_eval --url $${URL:-http://$(HOST):$(PORT)}
+
+eval-explain: $(VENV)/.dev-installed  ## faithfulness and latency of a running server's explanations (URL=...)
+	$(BIN)/python -m loadtest.explain_eval --url $${URL:-http://$(HOST):$(PORT)}
 
 train-sentiment: $(VENV)/.dev-installed  ## fine-tune the sentiment model (tens of minutes on 2 cores)
 	$(BIN)/python -m training.sentiment --out runs/sentiment

@@ -55,16 +55,19 @@ def onnx_outputs(path: Path, feeds: dict[str, np.ndarray], batch_size: int = 256
 def parity(module: torch.nn.Module, path: Path, feeds: dict[str, np.ndarray], atol: float, rtol: float) -> dict[str, Any]:
     """Compare ONNX Runtime with PyTorch on real inputs; raise if they differ beyond the tolerance."""
     module.eval()
-    expected = module(*(torch.from_numpy(value) for value in feeds.values()))
-    expected = expected.numpy() if isinstance(expected, torch.Tensor) else expected[0].numpy()
-    actual = onnx_outputs(path, feeds)[0]
-    torch.testing.assert_close(torch.from_numpy(actual), torch.from_numpy(expected), atol=atol, rtol=rtol)
+    produced = module(*(torch.from_numpy(value) for value in feeds.values()))
+    every_expected = [produced.numpy()] if isinstance(produced, torch.Tensor) else [output.numpy() for output in produced]
+    every_actual = onnx_outputs(path, feeds)
+    for actual_output, expected_output in zip(every_actual, every_expected, strict=True):  # every graph output
+        torch.testing.assert_close(torch.from_numpy(actual_output), torch.from_numpy(expected_output), atol=atol, rtol=rtol)
+    actual, expected = every_actual[0], every_expected[0]
     same_argmax = int((actual.argmax(-1) == expected.argmax(-1)).sum())
     if same_argmax != len(expected):
         raise AssertionError(f"ONNX and PyTorch disagree on {len(expected) - same_argmax} of {len(expected)} labels")
     return {
         "inputs": len(expected),
-        "max_abs_diff": float(np.abs(actual - expected).max()),
+        "max_abs_diff": max(float(np.abs(a - e).max()) for a, e in zip(every_actual, every_expected)),
+        "outputs": len(every_actual),
         "same_label": f"{same_argmax}/{len(expected)}",
         "tolerance": {"atol": atol, "rtol": rtol},
         "runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider",

@@ -119,3 +119,16 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def credits_table(photographs: dict | None) -> str:
+    """The model card section crediting the photographs a model learned from (authors, licences, changes made)."""
+    if not photographs or not photographs.get("credits"):
+        return ""
+    rows = [f"| {c['file']} | {c['author']} | {c['licence']} | {c['package']} |" for c in photographs["credits"]]
+    return ("\n## Photograph credits\n\nNatural photographs from Debian packages, each under its own licence "
+            "(CC-BY-4.0: https://creativecommons.org/licenses/by/4.0/, CC-BY-SA-4.0: "
+            "https://creativecommons.org/licenses/by-sa/4.0/, CC-BY-SA-3.0: https://creativecommons.org/licenses/by-sa/3.0/, "
+            "CC0-1.0; the OpenCV sample images: Apache-2.0 AND BSD-3-Clause, \"OpenCV sample images, Debian opencv-doc "
+            f"4.6.0+dfsg-12\"). Modified: {photographs.get('modification', 'downscaled')}.\n\n"
+            "| file | author / copyright holder | licence | source package |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")

@@ -7,6 +7,7 @@ ratio, anti-aliased) and placed in a 28x28 frame so that the centre of mass is a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from http import HTTPStatus
 
 import numpy as np
@@ -25,12 +26,45 @@ INK_THRESHOLD = 0.2
 MIN_CONTRAST = 24.0
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where the upload's ink went in the 28x28 frame: its crop box in the upload, and where that box was pasted,
+    scaled to `size` (rows, cols). Maps a 28x28 map (an explanation) back onto the upload."""
+
+    upload_shape: tuple[int, int]
+    crop: tuple[int, int, int, int]  # top, bottom, left, right in the upload
+    pasted: tuple[int, int]  # top, left in the 28x28 frame
+    size: tuple[int, int]  # rows, cols of the scaled crop in the frame
+
+    def to_upload(self, frame_map: np.ndarray, max_side: int | None = None) -> tuple[np.ndarray, float]:
+        """A (28, 28) map over the frame -> (map over the upload, its scale), 0 outside the ink's crop box.
+
+        With `max_side`, uploads larger than that on a side get a map downscaled to fit (scale < 1).
+        """
+        height, width = self.upload_shape
+        scale = min(1.0, max_side / max(height, width)) if max_side else 1.0
+        out_h, out_w = max(1, round(height * scale)), max(1, round(width * scale))
+        top, bottom, left, right = (round(edge * scale) for edge in self.crop)
+        box = frame_map[self.pasted[0] : self.pasted[0] + self.size[0], self.pasted[1] : self.pasted[1] + self.size[1]]
+        resized = Image.fromarray(box.astype(np.float32)).resize((max(1, right - left), max(1, bottom - top)),
+                                                                Image.Resampling.BILINEAR)
+        upload_map = np.zeros((out_h, out_w), dtype=np.float32)
+        upload_map[top : top + resized.height, left : left + resized.width] = np.asarray(resized)[: out_h - top, : out_w - left]
+        return upload_map, scale
+
+
 def to_mnist_layout(grey: np.ndarray) -> np.ndarray:
     """(H, W) float32 greyscale in [0, 255], any polarity -> (28, 28) float32 in [0, 255], white on black."""
+    return laid_out(grey)[0]
+
+
+def laid_out(grey: np.ndarray) -> tuple[np.ndarray, Layout]:
+    """to_mnist_layout, and the Layout that maps the frame back onto the upload."""
     ink = _ink_on_black(grey)
     top, bottom, left, right = _ink_bounds(ink)
     digit = _fit_box(ink[top:bottom, left:right])
-    return _centre_by_mass(digit)
+    frame, pasted = _centre_by_mass(digit)
+    return frame, Layout(grey.shape, (top, bottom, left, right), pasted, digit.shape)
 
 
 def _ink_on_black(grey: np.ndarray) -> np.ndarray:
@@ -73,8 +107,8 @@ def _fit_box(digit: np.ndarray) -> np.ndarray:
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 255.0)
 
 
-def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
-    """Paste into a 28x28 black frame with the ink's centre of mass at the frame's centre."""
+def _centre_by_mass(digit: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """Paste into a 28x28 black frame with the ink's centre of mass at the frame's centre; (frame, (top, left))."""
     rows, cols = np.indices(digit.shape)
     mass = digit.sum()
     centre_row = (rows * digit).sum() / mass
@@ -83,5 +117,5 @@ def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
     left = int(np.clip(round(SIDE / 2 - centre_col), 0, SIDE - digit.shape[1]))
     frame = np.zeros((SIDE, SIDE), dtype=np.float32)
     frame[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
-    return frame
+    return frame, (top, left)
 

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from service import imported, registry, v2
+from service import demo, imported, registry, v2
 from service.diagnostics import DiagnosticsAPI, hold, noop_body, runtime_state
 from service.guards import AdmissionLimit, ApiKeyAuth
 from service.http import BodySizeLimit, JsonErrorPages, answer_malformed_requests, refuse_remote_uploads
@@ -96,7 +96,7 @@ ModelServer.add_asgi_middleware(JsonErrorPages)
 # Plain Starlette routes, still behind every middleware above: the models list, the models' own routes
 # (raw-body fast paths that skip BentoML's form parsing), and the Open Inference Protocol v2.
 ROUTES = [Route("/models", list_models, methods=["GET"]), *(route for entry in MODELS for route in entry.routes),
-          *v2.routes()]
+          *v2.routes(), *demo.routes()]
 if settings.diagnostics:
     ROUTES += [Route("/diagnostics/noop-body", noop_body, methods=["POST"]),
                Route("/diagnostics/runtime", runtime_state, methods=["GET"]),
@@ -106,7 +106,9 @@ MODELS_ANSWER = {"type": "object", "required": ["models"],
                  "properties": {"models": {"type": "array", "items": {"type": "object"}}}}
 serve_completed_spec([Operation("get", "/models", "Every served model: version, inputs, outputs, metrics, provider",
                                 answer=MODELS_ANSWER, errors=("401", "503", "504")),
-                      *(operation for entry in MODELS for operation in entry.operations), *v2.operations()])
+                      *(operation for entry in MODELS for operation in entry.operations), *v2.operations(),
+                      *demo.operations()],
+                     {key: fragment for entry in MODELS for key, fragment in entry.spec_extensions.items()})
 
 # Refuse to start (one clear line, non-zero exit) rather than crash-loop workers on a missing or corrupt model.
 verify_store(ModelServer.inner)

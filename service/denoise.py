@@ -8,12 +8,14 @@ from typing import Annotated
 
 import bentoml
 import numpy as np
-from pydantic import Field
+from PIL import Image
+from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from modelcore.denoise import MAX_SIGMA, Tiling, add_noise, from_tiles, psnr, to_tiles
 from modelcore.errors import InputError
 from modelcore.images import Planes, encode_png, merge_planes, open_image, png_bytes, restated, split_planes
+from service.explain import count_explanation
 from service.http import answers_client_errors
 from service.registry import (
     DryRun,
@@ -27,6 +29,7 @@ from service.registry import (
     Workload,
 )
 from service.runtime import OnnxModel
+from service.schemas import ModelRef
 from service.settings import get_settings
 
 NAME = "denoise"
@@ -73,6 +76,92 @@ async def denoised(model: OnnxModel, data: bytes, sigma: float | None, where: st
     return await asyncio.to_thread(stitched_png, output, tiled), tiled.levels_per_plane
 
 
+def trained_range(model: OnnxModel) -> tuple[float, float]:
+    """The noise levels (0-255 scale) the model saw in training, from its metadata."""
+    return 0.0, float(model.metadata.training.get("max_sigma", MAX_SIGMA))
+
+
+def in_trained_range(model: OnnxModel, levels: np.ndarray) -> bool:
+    low, high = trained_range(model)
+    return bool(((levels >= low) & (levels <= high)).all())
+
+
+# Explanations: what was removed, and where to doubt it -------------------------------------------
+
+# Square tiles go through the network as given, flipped left-right, flipped up-down and turned 180 degrees; each
+# output is turned back. Where the four disagree the result is uncertain (rank correlation with the actual error
+# on 16x16 blocks of the test images: the denoise card).
+PASSES = (
+    (lambda t: t, lambda t: t),
+    (lambda t: t[..., ::-1], lambda t: t[..., ::-1]),
+    (lambda t: t[..., ::-1, :], lambda t: t[..., ::-1, :]),
+    (lambda t: t[..., ::-1, ::-1], lambda t: t[..., ::-1, ::-1]),
+)
+UNCERTAINTY_METHOD = ("standard deviation over four passes (as given, flipped left-right, flipped up-down, turned "
+                      "180 degrees), per pixel")
+
+
+def map_png(planes: list[np.ndarray], offset: float, gain: float) -> str:
+    """Planes of values on the 0-255 scale as a base64 PNG: pixel = offset + gain x value, clipped to 0-255."""
+    import base64
+
+    channels = [np.clip(offset + gain * plane, 0, 255).round().astype(np.uint8) for plane in planes]
+    image = Image.fromarray(channels[0] if len(channels) == 1 else np.stack(channels, axis=-1))
+    return base64.b64encode(encode_png(image)).decode()
+
+
+def explanation(tiled: Tiled, outputs: np.ndarray) -> dict:
+    """From the four passes' outputs (4 x N tiles): the noise removed and the uncertainty, as PNG maps with their scales."""
+    passes = [undo(part) for (_, undo), part in zip(PASSES, np.split(outputs, len(PASSES)))]
+    mean, spread = np.mean(passes, axis=0), np.std(passes, axis=0)
+    per_plane = len(tiled.planes.planes)
+
+    def planes_of(tiles: np.ndarray) -> list[np.ndarray]:
+        return [from_tiles(part, tiled.tiling, tiled.grid, tiled.shape) * 255.0 for part in np.split(tiles, per_plane)]
+
+    removed = [noisy - clean for noisy, clean in zip(planes_of(tiled.tiles), planes_of(mean))]
+    doubt = planes_of(spread)
+    noise_gain = 127.0 / max(3.0 * float(tiled.levels.max()), 1.0)  # +-3 sigma spans the PNG's range
+    doubt_gain = 255.0 / max(float(max(plane.max() for plane in doubt)), 1e-3)
+    return {
+        "noise": map_png(removed, 128.0, noise_gain),
+        "noise_scale": {"offset": 128.0, "gain": noise_gain,
+                        "meaning": "pixel = 128 + gain x (input - output), both on the 0-255 scale"},
+        "uncertainty": map_png(doubt, 0.0, doubt_gain),
+        "uncertainty_scale": {"offset": 0.0, "gain": doubt_gain, "meaning": f"pixel = gain x {UNCERTAINTY_METHOD}, "
+                              "0-255 scale"},
+    }
+
+
+async def explain(model: OnnxModel, data: bytes, sigma: float | None) -> dict:
+    tiled = await asyncio.to_thread(restated, lambda upload: tiled_upload(upload, sigma), data, where="in the multipart field 'image'")
+    tiles = np.concatenate([np.ascontiguousarray(apply(tiled.tiles)) for apply, _ in PASSES])
+    outputs = await model.predict(model.feeds(tiles, np.tile(tiled.levels, (len(PASSES), 1))))
+    maps = await asyncio.to_thread(explanation, tiled, outputs)
+    levels = tiled.levels_per_plane
+    return {**maps, "noise_sigma": [round(float(level), 2) for level in levels], "trained_sigma_range": list(trained_range(model)),
+            "noise_level_in_range": in_trained_range(model, levels)}
+
+
+class MapScale(BaseModel):
+    offset: float
+    gain: float
+    meaning: str
+
+
+class DenoiseExplanation(BaseModel):
+    noise: str = Field(description="what the model removed (input - output), a base64 PNG mapped by noise_scale")
+    noise_scale: MapScale
+    uncertainty: str = Field(description="per-pixel uncertainty, a base64 PNG mapped by uncertainty_scale")
+    uncertainty_scale: MapScale
+    noise_sigma: list[float] = Field(description="the noise level used per channel, 0-255 scale")
+    trained_sigma_range: list[float] = Field(description="the noise levels the model was trained on")
+    noise_level_in_range: bool = Field(description="false when a channel's noise level is outside the trained range: "
+                                                   "the result is less trustworthy")
+    method: str
+    model: ModelRef
+
+
 class DenoiseAPI:
     """Mixed into the ModelServer: the /denoise endpoint."""
 
@@ -98,8 +187,24 @@ class DenoiseAPI:
             "X-Model-Name": NAME,
             "X-Model-Version": model.version,
             "X-Noise-Sigma": ",".join(f"{level:.2f}" for level in levels),  # the level used per channel
+            "X-Noise-Level-In-Range": "true" if in_trained_range(model, levels) else "false",
         }
         return Response(png, media_type="image/png", headers=headers)
+
+    @bentoml.api(route="/denoise/explain")
+    @answers_client_errors(NAME)
+    async def denoise_explain(
+        self,
+        image: Path,
+        sigma: Annotated[float | None, Field(ge=0, le=MAX_SIGMA, description="optional noise level hint, as for /denoise")] = None,
+    ) -> DenoiseExplanation:
+        """What /denoise removes from this image (the noise map) and where to doubt it (the uncertainty map), as
+        base64 PNGs with the scales that map them to 0-255, and whether the noise level is one the model was
+        trained on. Costs four passes of the network."""
+        model = self.models[NAME]
+        explained = await explain(model, image.read_bytes(), sigma)
+        count_explanation(NAME)
+        return DenoiseExplanation(**explained, method=UNCERTAINTY_METHOD, model=model.reference())
 
 
 # Open Inference Protocol v2 ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import bentoml
 import numpy as np
+from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -16,7 +17,16 @@ from starlette.routing import Route
 
 from modelcore import digits
 from modelcore.errors import InputError
-from modelcore.images import decode_grey, png_bytes, restated
+from modelcore.images import decode_grey, open_image, png_bytes, restated, to_grey
+from service.explain import (
+    RISE_CELLS,
+    RISE_KEEP,
+    RISE_MASKS,
+    count_explanation,
+    overlay_png,
+    rise_attribution,
+    rise_masks,
+)
 from service.http import answers_client_errors
 from service.openapi import Operation, model_schema
 from service.registry import (
@@ -47,6 +57,9 @@ INLINE_DECODE_BYTES = 64 * 1024
 class DigitPrediction(BaseModel):
     label: int = Field(ge=0, le=9, description="the most probable digit")
     probabilities: list[float] = Field(description="probability of each digit 0-9, in that order")
+    in_distribution: bool = Field(description="false when the image does not look like the digits the model learned "
+                                              "from (a letter, a photo, noise...): do not trust the label then")
+    ood_score: float = Field(ge=0, le=1, description="out-of-distribution score: higher = less like a handwritten digit")
 
 
 class DigitResponse(DigitPrediction):
@@ -58,9 +71,22 @@ class DigitArraysResponse(BaseModel):
     model: ModelRef
 
 
-def predictions(probabilities: np.ndarray) -> list[dict]:
-    """(N, 10) probabilities -> one {label, probabilities} per row."""
-    return [{"label": int(row.argmax()), "probabilities": row.tolist()} for row in probabilities]
+class DigitExplanation(DigitResponse):
+    heatmap: list[list[float]] = Field(description="attribution toward the predicted label over the upload, rows of "
+                                                   "pixels (higher = supports it; 0 outside the digit's box)")
+    heatmap_scale: float = Field(description="heat-map pixels per upload pixel: 1, or less for uploads over 256 px a side")
+    method: str = Field(description="how the map was computed")
+
+
+def predictions(outputs: dict[str, np.ndarray], threshold: float) -> list[dict]:
+    """The graph's outputs for N digits -> one {label, probabilities, in_distribution, ood_score} per digit."""
+    return [{"label": int(row.argmax()), "probabilities": row.tolist(), "in_distribution": bool(score <= threshold),
+             "ood_score": float(score)} for row, score in zip(outputs["probabilities"], outputs["ood_score"])]
+
+
+async def predicted(model: OnnxModel, pixels: np.ndarray) -> list[dict]:
+    """Predictions for (N, 1, 28, 28) digits in MNIST layout, batched with concurrent requests."""
+    return predictions(await model.predict_outputs(model.feeds(pixels)), model.metadata.preprocessing["ood_threshold"])
 
 
 def bytes_to_pixels(data: bytes) -> np.ndarray:
@@ -102,7 +128,7 @@ async def classify_image_body(request: Request) -> Response:
     """
     pixels = await decoded(await request.body(), where="as the request body")
     model = bentoml.get_current_service().models[NAME]
-    (prediction,) = predictions(await model.predict(model.feeds(pixels)))
+    (prediction,) = await predicted(model, pixels)
     return JSONResponse({**prediction, "model": model.reference()})
 
 
@@ -119,7 +145,7 @@ class DigitsAPI:
         any size, colour or grey, dark-on-light or light-on-dark)."""
         pixels = await asyncio.to_thread(bytes_to_pixels, image.read_bytes())
         model = self.models[NAME]
-        (prediction,) = predictions(await model.predict(model.feeds(pixels)))
+        (prediction,) = await predicted(model, pixels)
         return DigitResponse(**prediction, model=model.reference())
 
     @bentoml.api(route="/digits/classify-arrays")
@@ -131,7 +157,23 @@ class DigitsAPI:
         """Classify digits already in MNIST layout: a list of 28x28 arrays, white on black, values 0-255."""
         pixels = np.asarray(images, dtype=np.float32)[:, None]  # (N, 1, 28, 28)
         model = self.models[NAME]
-        return DigitArraysResponse(results=predictions(await model.predict(model.feeds(pixels))), model=model.reference())
+        return DigitArraysResponse(results=await predicted(model, pixels), model=model.reference())
+
+    @bentoml.api(route="/digits/explain")
+    @answers_client_errors(NAME)
+    async def digits_explain(self, image: Path, ctx: bentoml.Context) -> DigitExplanation:
+        """Classify one digit image like /digits/classify and say why: a heat map over the upload of what supported
+        the predicted label (RISE: 128 random masks through the model). `?format=png` answers the upload with the
+        map overlaid in red instead of JSON."""
+        model = self.models[NAME]
+        as_png = ctx.request.query_params.get("format") == "png"
+        explained = await explain(model, image.read_bytes(), full_size=as_png)
+        count_explanation(NAME)
+        if as_png:
+            png = await asyncio.to_thread(overlay_png, explained.pop("upload"), explained.pop("heat"))
+            return Response(png, media_type="image/png", headers={"X-Model-Name": NAME, "X-Model-Version": model.version,
+                                                                    "X-Digit-Label": str(explained["label"])})
+        return DigitExplanation(**explained, model=model.reference())
 
 
 NPY_SEND_INSTEAD = (
@@ -184,7 +226,7 @@ async def classify_npy_body(request: Request) -> Response:
     """
     pixels = npy_to_pixels(await request.body())
     model = bentoml.get_current_service().models[NAME]
-    return JSONResponse({"results": predictions(await model.predict(model.feeds(pixels))), "model": model.reference()})
+    return JSONResponse({"results": await predicted(model, pixels), "model": model.reference()})
 
 
 def documented_routes() -> tuple[Operation, ...]:
@@ -198,6 +240,36 @@ def documented_routes() -> tuple[Operation, ...]:
                   "Classify a .npy array (numpy.save) of shape (N, 28, 28) in MNIST layout, values 0-255",
                   answer=many, schemas=many_refs, body_types=("application/x-npy", "application/octet-stream")),
     )
+
+
+# Explanations ------------------------------------------------------------------------------------
+
+EXPLAIN_MAX_SIDE = 256
+RISE_METHOD = (f"RISE: {RISE_MASKS} random masks ({RISE_CELLS}x{RISE_CELLS} cells, {RISE_KEEP:.0%} kept) over the "
+               "model's 28x28 input; attribution = mean probability of the predicted digit when a pixel is kept minus "
+               "when it is removed; mapped back onto the upload through the preprocessing's crop and scale")
+
+
+def laid_out_upload(data: bytes) -> tuple[np.ndarray, digits.Layout, Image.Image]:
+    """(the 28x28 frame, how it maps back onto the upload, the decoded upload)."""
+    image = open_image(data, get_settings().max_image_pixels)
+    frame, layout = digits.laid_out(to_grey(image))
+    return frame, layout, image
+
+
+async def explain(model: OnnxModel, data: bytes, full_size: bool = False) -> dict:
+    """The prediction, and its heat map over the upload (downscaled past EXPLAIN_MAX_SIDE unless `full_size`)."""
+    frame, layout, image = await asyncio.to_thread(laid_out_upload, data)
+    masks = rise_masks(digits.SIDE)
+    batch = np.concatenate([frame[None], masks * frame[None]])[:, None]  # (1 + masks, 1, 28, 28)
+    outputs = await model.predict_outputs(model.feeds(batch))
+    (prediction,) = predictions({name: output[:1] for name, output in outputs.items()},
+                                model.metadata.preprocessing["ood_threshold"])
+    heat = rise_attribution(masks, outputs["probabilities"][1:, prediction["label"]])
+    upload_map, scale = layout.to_upload(heat, max_side=None if full_size else EXPLAIN_MAX_SIDE)
+    if full_size:
+        return {**prediction, "heat": upload_map, "upload": image}
+    return {**prediction, "heatmap": np.round(upload_map, 5).tolist(), "heatmap_scale": scale, "method": RISE_METHOD}
 
 
 # Open Inference Protocol v2 ----------------------------------------------------------------------
@@ -217,8 +289,10 @@ async def v2_infer(model: OnnxModel, inputs: dict[str, np.ndarray]) -> dict[str,
                                  for index, data in enumerate(files)])
     else:
         pixels = checked_pixels(inputs["pixels"], V2_PIXELS_INSTEAD)
-    probabilities = await model.predict(model.feeds(pixels))
-    return {"probabilities": probabilities, "label": probabilities.argmax(axis=1).astype(np.int64)}
+    outputs = await model.predict_outputs(model.feeds(pixels))
+    threshold = model.metadata.preprocessing["ood_threshold"]
+    return {"probabilities": outputs["probabilities"], "label": outputs["probabilities"].argmax(axis=1).astype(np.int64),
+            "ood_score": outputs["ood_score"], "in_distribution": outputs["ood_score"] <= threshold}
 
 
 # Registry entry ----------------------------------------------------------------------------------
@@ -226,7 +300,7 @@ async def v2_infer(model: OnnxModel, inputs: dict[str, np.ndarray]) -> dict[str,
 
 def seven() -> np.ndarray:
     """A clear handwritten 7, drawn as MNIST would have it (white ink on black, 28x28 uint8)."""
-    from PIL import Image, ImageDraw
+    from PIL import ImageDraw
 
     image = Image.new("L", (28, 28))
     ImageDraw.Draw(image).line([(7, 7), (21, 7), (12, 22)], fill=255, width=3)
@@ -247,7 +321,7 @@ def reads_seven(answer: HttpAnswer) -> bool:
 def one_prediction(answer: HttpAnswer) -> str | None:
     """None when the answer is a well-formed digit prediction, else what is wrong with it."""
     body = json.loads(answer.body) if answer.status == 200 else {}
-    if len(body.get("probabilities", ())) != 10 or not 0 <= body.get("label", -1) <= 9:
+    if len(body.get("probabilities", ())) != 10 or not 0 <= body.get("label", -1) <= 9 or "in_distribution" not in body:
         return f"unexpected answer {answer.status}: {answer.body[:200]!r}"
     return None
 
@@ -272,10 +346,15 @@ ENTRY = ModelEntry(
     routes=(Route("/digits/classify-image", classify_image_body, methods=["POST"]),
             Route("/digits/classify-tensor", classify_npy_body, methods=["POST"])),
     operations=documented_routes(),
+    spec_extensions={("post", "/digits/explain"): {
+        "parameters": [{"name": "format", "in": "query", "required": False, "description": "png: the upload with the "
+                        "heat map overlaid, instead of JSON", "schema": {"type": "string", "enum": ["json", "png"]}}],
+        "responses": {"200": {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}}}},
     v2=V2Signature(
         inputs=(TensorSig("image", ("BYTES",), (-1,), optional=True, binary=True),
                 TensorSig("pixels", ("FP32", "UINT8"), (-1, digits.SIDE, digits.SIDE), optional=True)),
-        outputs=(TensorSig("probabilities", ("FP32",), (-1, len(digits.LABELS))), TensorSig("label", ("INT64",), (-1,))),
+        outputs=(TensorSig("probabilities", ("FP32",), (-1, len(digits.LABELS))), TensorSig("label", ("INT64",), (-1,)),
+                 TensorSig("ood_score", ("FP32",), (-1,)), TensorSig("in_distribution", ("BOOL",), (-1,))),
         infer=v2_infer,
         max_batch_size=settings.max_items_per_request,
     ),

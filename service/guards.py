@@ -12,7 +12,7 @@ from typing import Any, Callable
 from service.http import error_response
 from service.lifecycle import STATE
 from service.metrics import count_rejection
-from service.settings import OPERATIONS_PATHS
+from service.settings import OPERATIONS_PATHS, PAGE_PATHS
 
 Scope = dict[str, Any]
 
@@ -75,7 +75,7 @@ class AdmissionLimit:
         return STATE.in_flight
 
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or scope["path"] in OPERATIONS_PATHS:
+        if scope["type"] != "http" or scope["path"] in OPERATIONS_PATHS or scope["path"] in PAGE_PATHS:
             return await self.app(scope, receive, send)
         if STATE.draining:
             return await self._reject(scope, receive, send, "shutting_down", "Server is shutting down")

@@ -98,8 +98,22 @@ def model_schema(model: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return schema, schema.pop("$defs", {})
 
 
-def complete(spec: dict[str, Any], operations: list[Operation], path_values: dict[str, list[str]] | None = None) -> dict[str, Any]:
-    """BentoML's spec with our error answers on every operation, and the plain routes' operations added."""
+def merged(into: dict[str, Any], extension: dict[str, Any]) -> dict[str, Any]:
+    """`into` with `extension` merged in: dictionaries key by key, lists appended."""
+    for key, value in extension.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merged(into[key], value)
+        elif isinstance(value, list) and isinstance(into.get(key), list):
+            into[key] = into[key] + value
+        else:
+            into[key] = value
+    return into
+
+
+def complete(spec: dict[str, Any], operations: list[Operation], path_values: dict[str, list[str]] | None = None,
+             extensions: dict[tuple[str, str], dict] | None = None) -> dict[str, Any]:
+    """BentoML's spec with our error answers on every operation, the plain routes' operations added, and
+    `extensions` ({(method, path): fragment}) merged into the operations BentoML generated."""
     spec = copy.deepcopy(spec)
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     schemas["Error"] = ERROR_BODY
@@ -115,10 +129,12 @@ def complete(spec: dict[str, Any], operations: list[Operation], path_values: dic
     for operation in operations:
         spec["paths"].setdefault(operation.path, {})[operation.method] = operation.document(path_values)
         schemas.update(operation.schemas)
+    for (method, path), fragment in (extensions or {}).items():
+        merged(spec["paths"][path][method], copy.deepcopy(fragment))
     return spec
 
 
-def serve_completed_spec(operations: list[Operation]) -> None:
+def serve_completed_spec(operations: list[Operation], extensions: dict[tuple[str, str], dict] | None = None) -> None:
     """Make BentoML's /docs.json (and the Swagger UI at / that reads it) serve the completed spec.
 
     Path parameters naming a model or a version list the ones served, so clients and fuzzers see the real values.
@@ -130,7 +146,7 @@ def serve_completed_spec(operations: list[Operation]) -> None:
     def completed(service: Any) -> dict[str, Any]:
         served = bentoml.get_current_service().models
         values = {"model": sorted(served), "version": sorted({model.version for model in served.values()})}
-        return complete(service.openapi_spec.asdict(), operations, values)
+        return complete(service.openapi_spec.asdict(), operations, values, extensions)
 
     async def openapi_spec_view(self: Any, _: Request) -> JSONResponse:
         return JSONResponse(completed(self.service))

@@ -137,6 +137,7 @@ class ModelEntry:
     dry_run: DryRun
     routes: tuple[Route, ...] = ()
     operations: tuple[Operation, ...] = ()
+    spec_extensions: Mapping[tuple[str, str], dict] = field(default_factory=dict)  # merged into BentoML's operations
 
     @property
     def user_class(self) -> str:

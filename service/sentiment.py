@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from modelcore.errors import InputError
 from modelcore.sentiment import TOKENIZER_FILE, TextEncoder
+from service.explain import count_explanation, without_span, word_spans
 from service.http import answers_client_errors
 from service.registry import (
     DryRun,
@@ -30,6 +31,7 @@ from service.settings import get_settings
 
 NAME = "sentiment"
 settings = get_settings()  # request-schema limits are part of the class definitions below
+MAX_EXPLAINED_TEXTS = 16  # each costs one inference per word
 
 
 def not_blank(text: str) -> str:
@@ -49,6 +51,24 @@ class SentimentResult(BaseModel):
 
 class SentimentResponse(BaseModel):
     results: list[SentimentResult] = Field(description="one result per input text, in input order")
+    model: ModelRef
+
+
+class WeightedWord(BaseModel):
+    text: str = Field(description="the word as it appears in the input")
+    start: int = Field(description="character offset of its first character in the input text")
+    end: int = Field(description="character offset just past its last character")
+    weight: float = Field(description="how much the predicted label's probability drops when the word is removed "
+                                      "(negative: the word argued against the label)")
+
+
+class ExplainedText(SentimentResult):
+    tokens: list[WeightedWord] = Field(description="every word of the text, in order, with its weight")
+
+
+class SentimentExplainResponse(BaseModel):
+    results: list[ExplainedText] = Field(description="one explanation per input text, in input order")
+    method: str
     model: ModelRef
 
 
@@ -87,6 +107,43 @@ class SentimentAPI:
             for row, cut in zip(probabilities, truncated)
         ]
         return SentimentResponse(results=results, model=model.reference())
+
+    @bentoml.api(route="/sentiment/explain")
+    @answers_client_errors(NAME)
+    async def sentiment_explain(
+        self,
+        texts: Annotated[list[Text], Field(min_length=1, max_length=MAX_EXPLAINED_TEXTS)],
+    ) -> SentimentExplainResponse:
+        """Classify 1 to 16 texts like /sentiment/classify and say which words carried each verdict: every word with
+        its character offsets and its weight toward the predicted label (leave-one-word-out occlusion)."""
+        model = self.models[NAME]
+        results = await explained(model, texts)
+        count_explanation(NAME)
+        return SentimentExplainResponse(results=results, method=OCCLUSION_METHOD, model=model.reference())
+
+
+# Explanations ------------------------------------------------------------------------------------
+
+OCCLUSION_METHOD = ("leave-one-word-out occlusion: each word's weight is the drop in the predicted label's probability "
+                    "when the text is classified without it (all variants of a text in one batch)")
+
+
+async def explained(model: OnnxModel, texts: list[str]) -> list[ExplainedText]:
+    """Each text classified, with the weight of every word toward its predicted label."""
+    spans = [word_spans(text) for text in texts]
+    variants = [variant for text, words in zip(texts, spans) for variant in [text, *(without_span(text, w) for w in words)]]
+    probabilities, truncated = await probabilities_of(model, variants)
+    labels, results, row = model.metadata.labels, [], 0
+    for text, words in zip(texts, spans):
+        original, without = probabilities[row], probabilities[row + 1 : row + 1 + len(words)]
+        label = int(original.argmax())
+        weights = original[label] - without[:, label]
+        results.append(ExplainedText(
+            label=labels[label], probabilities=dict(zip(labels, original.tolist())), truncated=truncated[row],
+            tokens=[WeightedWord(text=text[start:end], start=start, end=end, weight=round(float(weight), 6))
+                    for (start, end), weight in zip(words, weights)]))
+        row += 1 + len(words)
+    return results
 
 
 # Open Inference Protocol v2 ----------------------------------------------------------------------

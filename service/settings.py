@@ -17,6 +17,8 @@ log = logging.getLogger("bentoml.modelserver")
 ENV_PREFIX = "MODEL_SERVER_"
 # BentoML's probe and metrics paths: never refused for capacity, and exempt from the API key by default.
 OPERATIONS_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+# The demo page and its files: they hold no data, and the page asks for the API key itself when one is needed.
+PAGE_PATHS = frozenset({"/demo", "/demo/config.json", "/demo/demo.js", "/demo/demo.css"})
 
 
 def usable_cores(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
@@ -103,7 +105,7 @@ class Settings(BaseSettings):
         None, description="when set, every path except auth_exempt_paths needs 'Authorization: Bearer <key>' or 'X-API-Key'"
     )
     auth_exempt_paths: frozenset[str] = Field(
-        OPERATIONS_PATHS,
+        OPERATIONS_PATHS | PAGE_PATHS,
         description='JSON list of paths answered without the API key, e.g. ["/livez", "/readyz"]',
     )
     cors_origins: list[str] = Field(

@@ -100,7 +100,8 @@ def photo_planes(directory: Path, validation: bool) -> list[np.ndarray]:
 
 
 def photo_provenance(directory: Path | None) -> dict | None:
-    """Which photographs trained (and validated) the model, with their SHA-256 from the folder's SHA256SUMS."""
+    """Which photographs trained (and validated) the model, with their SHA-256 (the folder's SHA256SUMS) and the
+    credit each licence asks for (author, licence, source package: the folder's README table)."""
     if directory is None:
         return None
     sums = directory / "SHA256SUMS"
@@ -108,7 +109,22 @@ def photo_provenance(directory: Path | None) -> dict | None:
     files = sorted(path.name for path in directory.glob("*.png"))
     return {"files": {name: hashes.get(name, "") for name in files},
             "validation_files": [name for name in files if Path(name).stem in VALIDATION_PHOTOS],
-            "halved_for_jpeg_blocks": list(BLOCKY_PHOTOS)}
+            "halved_for_jpeg_blocks": list(BLOCKY_PHOTOS),
+            "credits": photo_credits(directory / "README.md"),
+            "modification": "downscaled (longer side at most 1024 px) and re-encoded as PNG by the data set's maker; "
+                            "converted to greyscale and cropped into patches for training"}
+
+
+def photo_credits(readme: Path) -> list[dict]:
+    """Per-file author, licence and source package, from the photographs' README table."""
+    if not readme.exists():
+        return []
+    credits = []
+    for line in readme.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) >= 5 and cells[0].endswith(".png"):
+            credits.append({"file": cells[0], "package": cells[1], "author": cells[3], "licence": cells[4]})
+    return credits
 
 
 def training_planes() -> list[np.ndarray]:

@@ -15,7 +15,8 @@ SENTIMENT_CLASSES = 3
 
 
 class DigitNet(nn.Module):
-    """Two conv blocks (conv-BN-ReLU x2, max-pool) and a dropout MLP head; input is raw 0-255 pixels."""
+    """Two conv blocks (conv-BN-ReLU x2, max-pool), a dropout MLP embedding, and two heads on it: the digit
+    logits, and one "not a digit" logit trained with outlier exposure. Input is raw 0-255 pixels."""
 
     def __init__(self, width: int = 32, hidden: int = 128, dropout: float = 0.3, mean: float = 0.0, std: float = 1.0):
         super().__init__()
@@ -29,18 +30,18 @@ class DigitNet(nn.Module):
             _conv_block(2 * width, 2 * width),
             nn.MaxPool2d(2),  # (batch, 2*width, 7, 7)
         )
-        self.head = nn.Sequential(
-            nn.Flatten(),
-            nn.Dropout(dropout),
-            nn.Linear(2 * width * 7 * 7, hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, DIGIT_CLASSES),
-        )
+        self.embed = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(2 * width * 7 * 7, hidden), nn.ReLU(inplace=True))
+        self.classify = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, DIGIT_CLASSES))
+        self.outlier = nn.Linear(hidden, 1)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """(batch, 1, 28, 28) float in [0, 255] -> (batch, 10) logits."""
-        return self.head(self.features((pixels / 255.0 - self.mean) / self.std))
+        return self.both(pixels)[0]
+
+    def both(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(digit logits (batch, 10), not-a-digit logit (batch,))."""
+        embedding = self.embed(self.features((pixels / 255.0 - self.mean) / self.std))
+        return self.classify(embedding), self.outlier(embedding)[:, 0]
 
 
 def _conv_block(channels_in: int, channels_out: int) -> nn.Sequential:
