@@ -50,6 +50,7 @@ class ModelMetadata(BaseModel):
     training: dict[str, Any] = {}
     metrics: dict[str, Any] = {}
     export: dict[str, Any] = {}
+    explanations: dict[str, Any] = {}
     sha256: str
 
     @classmethod
@@ -93,10 +94,31 @@ class ModelMetadata(BaseModel):
             _section("Metrics (held-out test data, never used for training or tuning)", self.metrics),
             _section("Training", self.training),
             _section("Export", self.export),
+            explanations_section(self.explanations),
             extra,
             f"\nFiles: `{MODEL_FILE}` (SHA-256 `{self.sha256}`), `{METADATA_FILE}` (this card's source).\n",
         ]
         return "\n".join(part for part in sections if part)
+
+
+EXPLANATIONS_TITLE = "## Explanations: methods, cost, limits and measured faithfulness"
+
+
+def explanations_section(explanations: dict[str, Any]) -> str:
+    """The card section on the model's explanation endpoint (and out-of-distribution flag, where it has one)."""
+    if not explanations:
+        return ""
+    return _section(EXPLANATIONS_TITLE.removeprefix("## "), explanations)
+
+
+def with_section(card: str, section: str) -> str:
+    """The card with its explanations section replaced by `section` (or added before the files line)."""
+    start = card.find(EXPLANATIONS_TITLE)
+    if start >= 0:
+        following = [i for i in (card.find("\n## ", start + 1), card.find("\nFiles: ", start + 1)) if i >= 0]
+        return card[:start] + section.rstrip("\n") + "\n" + card[min(following) if following else len(card):]
+    files = card.rfind("\nFiles: ")
+    return card[:files] + "\n" + section.rstrip("\n") + "\n" + card[files:] if files >= 0 else card + "\n" + section
 
 
 def _section(title: str, content: dict[str, Any]) -> str:

@@ -245,6 +245,7 @@ def documented_routes() -> tuple[Operation, ...]:
 # Explanations ------------------------------------------------------------------------------------
 
 EXPLAIN_MAX_SIDE = 256
+INK_LEVEL = 25.0  # of 255: below it a frame pixel is resampling ringing around the strokes, not ink
 RISE_METHOD = (f"RISE: {RISE_MASKS} random masks ({RISE_CELLS}x{RISE_CELLS} cells, {RISE_KEEP:.0%} kept) over the "
                "model's 28x28 input; attribution = mean probability of the predicted digit when a pixel is kept minus "
                "when it is removed; mapped back onto the upload through the preprocessing's crop and scale")
@@ -265,7 +266,8 @@ async def explain(model: OnnxModel, data: bytes, full_size: bool = False) -> dic
     outputs = await model.predict_outputs(model.feeds(batch))
     (prediction,) = predictions({name: output[:1] for name, output in outputs.items()},
                                 model.metadata.preprocessing["ood_threshold"])
-    heat = rise_attribution(masks, outputs["probabilities"][1:, prediction["label"]])
+    # Only ink can be erased: pixels the model sees as (nearly) blank get no attribution (masks spread it to them).
+    heat = rise_attribution(masks, outputs["probabilities"][1:, prediction["label"]]) * (frame > INK_LEVEL)
     upload_map, scale = layout.to_upload(heat, max_side=None if full_size else EXPLAIN_MAX_SIDE)
     if full_size:
         return {**prediction, "heat": upload_map, "upload": image}

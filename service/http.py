@@ -36,6 +36,8 @@ def answers_client_errors(model: str) -> Callable[[Endpoint], Endpoint]:
             try:
                 return await endpoint(*args, **kwargs)
             except InputError as exc:
+                if "ctx" in kwargs:  # BentoML gives an endpoint with a context the context's status, not the answer's
+                    kwargs["ctx"].response.status_code = int(exc.status)
                 return client_error(model, exc.status, exc.message)
 
         return guarded  # type: ignore[return-value]

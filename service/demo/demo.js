@@ -161,7 +161,7 @@ function paintHeat(heatmap, placed) {
   const pixels = new ImageData(cols, rows);
   heatmap.forEach((row, y) => row.forEach((value, x) => {
     const at = 4 * (y * cols + x);
-    pixels.data.set([230, 40, 40, Math.round(200 * Math.max(0, value) / top)], at);
+    pixels.data.set([255, 30, 30, Math.round(220 * Math.max(0, value) / top)], at);
   }));
   const scratch = document.createElement("canvas");
   scratch.width = cols;

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
@@ -155,3 +156,35 @@ def test_explanations_are_counted_per_model(client):
     client.post("/sentiment/explain", json={"texts": ["great"]})
     metrics = client.get("/metrics").text
     assert 'modelserver_explanations_total{model="sentiment"}' in metrics
+
+
+# measured through the server: regression guards on the figures the cards record ------------------------
+
+
+def test_ood_figures_through_the_server_equal_the_digits_card(server_url, mnist_dir, tmp_path):
+    import json
+
+    from loadtest import ood_eval
+    from modelcore.card import ModelMetadata
+    from service.launch import ROOT
+
+    out = tmp_path / "ood.json"
+    ood_eval.main(["--url", server_url, "--data-dir", str(mnist_dir), "--out", str(out)])
+    served, card = json.loads(out.read_text()), ModelMetadata.read(ROOT / "artifacts" / "digits").metrics["ood"]
+    assert served["auroc_overall"] == pytest.approx(card["auroc_overall"], abs=0.002)
+    assert served["mnist_test_flagged"] == pytest.approx(card["mnist_test_flagged"], abs=0.001)
+    for kind, figures in card["per_kind"].items():
+        assert served["per_kind"][kind]["auroc"] == pytest.approx(figures["auroc"], abs=0.002), kind
+    assert served["auroc_overall"] >= 0.98 and served["mnist_test_flagged"] <= 0.01
+    assert min(figures["auroc"] for figures in served["per_kind"].values()) >= 0.95
+
+
+def test_explanations_stay_faithful_on_a_sample(server_url, mnist_dir):
+    from loadtest import explain_eval
+
+    with httpx.Client(base_url=server_url, timeout=300) as client:
+        digits_figures = explain_eval.digits_faithfulness(client, 150, str(mnist_dir))
+        sentiment_figures = explain_eval.sentiment_faithfulness(client, 96)
+    print(digits_figures, sentiment_figures)
+    assert digits_figures["ratio"] <= 0.55
+    assert sentiment_figures["ratio"] >= 2
