@@ -21,7 +21,7 @@ export CONTAINERS_CONF ?= $(CURDIR)/deploy/container/containers.conf
 export CONTAINERS_STORAGE_CONF ?= $(CURDIR)/.containers/storage.conf
 VARIANT ?= cpu
 
-.PHONY: serve test test-tools models train-digits export-digits digits eval-digits eval-ood eval-explain train-sentiment export-sentiment sentiment eval-sentiment train-denoise export-denoise denoise eval-denoise loadtest soak benchmark bento container-tools base-image image images serve-image test-container test-deploy clean
+.PHONY: serve test test-tools models train-digits export-digits digits eval-digits eval-ood eval-explain train-sentiment export-sentiment sentiment eval-sentiment train-denoise export-denoise denoise eval-denoise loadtest soak benchmark bento container-tools base-image image images serve-image test-container cluster-up cluster-down test-cluster test-deploy clean
 
 serve: $(VENV)/.serve-installed models  ## serve the shipped models on $(HOST):$(PORT) in the foreground
 	MODEL_SERVER_HOST=$(HOST) MODEL_SERVER_PORT=$(PORT) exec $(BIN)/bentoml serve service.app:ModelServer
@@ -124,6 +124,16 @@ serve-image: image  ## run the image in the foreground on $(HOST):$(PORT), locke
 
 test-container: $(VENV)/.dev-installed image  ## container smoke test: build the CPU image, run it on loopback, call it, stop it
 	IMAGE=localhost/modelserver:$(VARIANT) $(BIN)/python -m pytest -m container -v -s tests/container
+
+cluster-up: image  ## a two-node Docker Swarm here (second engine in a network namespace), the stack of deploy/swarm/
+	deploy/swarm/cluster.sh up
+
+cluster-down:  ## remove the cluster: engines, containers, bridges, iptables chains, namespace, veth pair
+	deploy/swarm/cluster.sh down
+
+test-cluster: $(VENV)/.dev-installed image  ## the cluster under load: scaling, rolling update, kill -9, node loss, teardown
+	IMAGE=localhost/modelserver:$(VARIANT) $(BIN)/python -m pytest -m cluster -v -s tests/cluster
+	@cat runs/cluster/summary.txt
 
 test-deploy: $(VENV)/.dev-installed  ## render the Kubernetes overlays and validate them (kubectl kustomize + kubernetes-validate)
 	$(BIN)/python -m pytest tests/e2e/test_deploy_manifests.py

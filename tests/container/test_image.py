@@ -47,6 +47,7 @@ def test_image_runs_as_a_non_root_user_with_a_healthcheck(image):
 def test_container_serves_every_endpoint_and_is_healthy(container):
     with httpx.Client(base_url=container.url, timeout=60) as client:
         assert every_endpoint_answers_correctly(client)
+        assert client.get("/demo").status_code == client.get("/demo/demo.js").status_code == 200
         models = client.get("/models").json()["models"]
     assert {model["name"] for model in models} == {"digits", "sentiment", "denoise"}
     if engine() == "podman":

@@ -73,5 +73,6 @@ def test_the_built_bento_serves_every_endpoint(bento, tmp_path):
         server.wait_until_ready()
         with httpx.Client(base_url=server.url, timeout=60) as client:
             assert every_endpoint_answers_correctly(client)
+            assert client.get("/demo").status_code == client.get("/demo/demo.js").status_code == 200
     finally:
         server.stop()

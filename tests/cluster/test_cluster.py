@@ -1,0 +1,106 @@
+"""The image in a real orchestrator: a two-node Docker Swarm on this machine (deploy/swarm/cluster.sh), four
+replicas behind the haproxy balancer, measured under a steady mixed load sent through the balancer.
+
+  1. throughput with 1 and with 4 replicas, and the share of requests each replica served
+  2. a rolling update of every replica to a new image tag: 0 failed requests
+  3. kill -9 of one replica's server process: failures no more than were in flight on it; a replacement ready
+  4. node 2's engine stopped: its replicas come back on node 1, the service answers throughout
+  5. teardown leaves no process, bridge, iptables chain, namespace or veth behind
+`make test-cluster` builds the image, runs this, and prints the figures as its last line (runs/cluster/summary.txt).
+Traffic goes only to loopback and to the addresses the cluster creates in its own network namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.cluster.conftest import Cluster, SteadyLoad, closed_loop_rate
+
+pytestmark = pytest.mark.cluster
+
+MEASURE_SECONDS = 12
+READY_WITHIN_S = 30
+FIGURES: dict = {}
+
+
+def test_1_throughput_grows_with_replicas_and_every_replica_serves(cluster: Cluster):
+    cluster.scale(1)
+    one = closed_loop_rate(cluster.url, MEASURE_SECONDS)
+    cluster.scale(4)
+    before = cluster.served_per_replica()
+    four = closed_loop_rate(cluster.url, MEASURE_SECONDS)
+    after = cluster.served_per_replica()
+    served = {name: after.get(name, 0) - before.get(name, 0) for name in after}
+    total = sum(served.values())
+    shares = sorted((round(count / total, 3) for count in served.values() if count), reverse=True)
+    FIGURES.update(one_replica_per_s=round(one["per_s"], 1), four_replicas_per_s=round(four["per_s"], 1),
+                   replica_shares=shares, nodes=cluster.replicas_per_node())
+    print(f"\nthroughput: 1 replica {one['per_s']:.1f} req/s, 4 replicas {four['per_s']:.1f} req/s; shares {shares}; "
+          f"replicas per node {FIGURES['nodes']}")
+    assert one["failed"] == four["failed"] == 0
+    assert len(shares) == 4 and min(shares) > 0.1, shares
+    assert sorted(FIGURES["nodes"].values()) == [2, 2], "four replicas spread over both nodes"
+    assert four["per_s"] > 1.5 * one["per_s"]
+
+
+def test_2_a_rolling_update_to_a_new_tag_loses_no_request(cluster: Cluster):
+    rate = 0.4 * FIGURES.get("four_replicas_per_s", 20)
+    cluster.tag_new_image("rollout")
+    with SteadyLoad(cluster.url, rate) as load:
+        seconds = cluster.update_image("rollout")
+    FIGURES.update(update_seconds=round(seconds, 1), update_requests=load.sent, update_failed=load.failed)
+    print(f"\nrolling update: {load.sent} requests at {rate:.0f}/s, {load.failed} failed, converged in {seconds:.0f} s "
+          f"{load.failures[:3]}")
+    assert cluster.running_image_tags() == {"rollout"}
+    assert load.failed == 0, load.failures[:10]
+
+
+def test_3_a_killed_server_process_is_replaced_within_30_s(cluster: Cluster):
+    rate = 0.4 * FIGURES.get("four_replicas_per_s", 20)
+    with SteadyLoad(cluster.url, rate) as load:
+        time.sleep(3)
+        victim, in_flight = cluster.kill_one_server_process()
+        killed = time.monotonic()
+        ready_after = cluster.wait_for_replicas(4, timeout=READY_WITHIN_S + 30) - killed
+        time.sleep(3)
+    FIGURES.update(kill_in_flight=in_flight, kill_failed=load.failed, kill_ready_s=round(ready_after, 1))
+    print(f"\nkill -9 of {victim}: {load.failed} of {load.sent} requests failed ({in_flight} in flight on it), "
+          f"a replacement ready after {ready_after:.1f} s")
+    assert load.failed <= in_flight, load.failures[:10]
+    assert ready_after <= READY_WITHIN_S
+
+
+def test_4_losing_node_2_moves_its_replicas_and_the_service_keeps_answering(cluster: Cluster):
+    rate = 0.3 * FIGURES.get("four_replicas_per_s", 20)
+    with SteadyLoad(cluster.url, rate) as load:
+        time.sleep(3)
+        stopped = time.monotonic()
+        cluster.stop_node_2()
+        capacity_after = cluster.wait_for_replicas(4, timeout=180, node="node1") - stopped
+        time.sleep(3)
+    FIGURES.update(node_loss_requests=load.sent, node_loss_failed=load.failed, node_loss_capacity_s=round(capacity_after, 1))
+    print(f"\nnode 2 stopped: {load.failed} of {load.sent} requests failed; 4 replicas on node 1 after {capacity_after:.0f} s")
+    assert cluster.replicas_per_node() == {"node1": 4}
+    assert load.answered_in_every_second(), "the service stopped answering"
+    assert load.failed <= 0.05 * load.sent, load.failures[:10]
+
+
+def test_5_teardown_leaves_nothing_behind(cluster: Cluster):
+    cluster.down()
+    leftovers = cluster.leftovers()
+    summary = ("cluster: throughput {one_replica_per_s} req/s with 1 replica, {four_replicas_per_s} req/s with 4 "
+               "(shares {replica_shares}); rolling update {update_failed} failed of {update_requests} ({update_seconds} s); "
+               "kill -9 {kill_failed} failed ({kill_in_flight} in flight), replacement ready in {kill_ready_s} s; "
+               "node 2 lost: {node_loss_failed} failed of {node_loss_requests}, full capacity in {node_loss_capacity_s} s; "
+               "teardown clean: {clean}").format(**{**{key: "-" for key in (
+                   "one_replica_per_s", "four_replicas_per_s", "replica_shares", "update_failed", "update_requests",
+                   "update_seconds", "kill_failed", "kill_in_flight", "kill_ready_s", "node_loss_failed",
+                   "node_loss_requests", "node_loss_capacity_s")}, **FIGURES, "clean": not leftovers})
+    cluster.summary_file.parent.mkdir(parents=True, exist_ok=True)
+    cluster.summary_file.write_text(summary + "\n")
+    (cluster.summary_file.parent / "figures.json").write_text(json.dumps(FIGURES, indent=2) + "\n")
+    print("\n" + summary)
+    assert not leftovers, leftovers
