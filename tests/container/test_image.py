@@ -16,7 +16,7 @@ from tests.e2e.calls import every_endpoint_answers_correctly
 
 pytestmark = pytest.mark.container
 
-MAX_IMAGE_MB = 600
+MAX_IMAGE_MB = 400
 STOP_SECONDS = 10
 HELD_S = 3.0
 
