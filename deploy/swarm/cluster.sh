@@ -24,6 +24,9 @@ ADDR1=10.250.0.1
 ADDR2=10.250.0.2
 STACK=modelserver
 export BALANCER_PORT=${BALANCER_PORT:-18080} BALANCER_STATS_PORT=${BALANCER_STATS_PORT:-18404}
+# podman's settings as the Makefile sets them (images in the project's .containers/); empty = podman's defaults.
+export CONTAINERS_CONF=${CONTAINERS_CONF-$root/deploy/container/containers.conf}
+export CONTAINERS_STORAGE_CONF=${CONTAINERS_STORAGE_CONF-$root/.containers/storage.conf}
 
 d1() { docker -H "unix://$W/d1.sock" "$@"; }
 d2() { docker -H "unix://$W/d2.sock" "$@"; }
@@ -95,7 +98,7 @@ load_images() {
   cp "$here/haproxy.cfg" "$rootfs/etc/haproxy/haproxy.cfg"
   printf 'root:x:0:0::/:/bin/false\nnobody:x:99:99::/:/bin/false\n' > "$rootfs/etc/passwd"
   printf 'root:x:0:\nnobody:x:99:\n' > "$rootfs/etc/group"
-  tar -C "$rootfs" -c . | d1 import -q \
+  tar -C "$rootfs" -c . | d1 import \
     --change 'ENTRYPOINT ["/usr/sbin/haproxy", "-W", "-db", "-f", "/etc/haproxy/haproxy.cfg"]' - "$BALANCER_IMAGE" >/dev/null
 }
 
@@ -129,7 +132,7 @@ stop_pid_file() {  # stop_pid_file FILE: SIGTERM the process, SIGKILL after 30 s
 remove_iptables_chains() {  # every DOCKER* chain, and the rules that jump to them
   local table rule chain
   for table in filter nat; do
-    iptables -t "$table" -S 2>/dev/null | grep -E '^-A .* -j DOCKER' | sed 's/^-A/-D/' | while read -r rule; do
+    { iptables -t "$table" -S 2>/dev/null | grep -E '^-A .* -j DOCKER' || true; } | sed 's/^-A/-D/' | while read -r rule; do
       eval iptables -t "$table" "$rule" 2>/dev/null || true
     done
     for chain in $(iptables -t "$table" -S 2>/dev/null | awk '/^-N DOCKER/ {print $2}'); do
@@ -154,7 +157,7 @@ down() {
   ip netns del "$NETNS" 2>/dev/null || true
   remove_iptables_chains
   if [ -d "$W" ]; then
-    grep -o " $W[^ ]*" /proc/mounts | sort -r | while read -r mount; do umount -l "$mount" 2>/dev/null || true; done
+    { grep -o " $W[^ ]*" /proc/mounts || true; } | sort -r | while read -r mount; do umount -l "$mount" 2>/dev/null || true; done
     rm -rf "$W"
   fi
   log "down: nothing left of the cluster"

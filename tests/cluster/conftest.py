@@ -195,11 +195,18 @@ class Cluster:
         """SIGKILL the `bentoml serve` process of a replica on node 1; (its container, requests in flight on it)."""
         container = self.docker(1, "ps", "-q", "--filter", f"name={SERVICE}").split()[0]
         init_pid = int(self.docker(1, "inspect", "--format", "{{.State.Pid}}", container))
-        address = self.docker(1, "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", container).split()
-        in_flight = sum(int(row["scur"] or 0) for row in self.stats() if row.get("addr", "").split(":")[0] in address)
         (server,) = [child for child in psutil.Process(init_pid).children() if "bentoml" in " ".join(child.cmdline())]
+        in_flight = self.in_progress(container)
         server.send_signal(signal.SIGKILL)
         return container[:12], in_flight
+
+    def in_progress(self, container: str) -> int:
+        """Requests the replica itself counts as in progress (its /metrics), read from inside the container."""
+        read = ("import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:3000/metrics', timeout=5)"
+                ".read().decode())")
+        metrics = self.docker(1, "exec", container, "python3", "-c", read)
+        return int(sum(float(value) for value in re.findall(r"^bentoml_service_request_in_progress\{[^}]*\} (\S+)$",
+                                                               metrics, re.M)))
 
     def stop_node_2(self) -> None:
         """Stop node 2's engine (its containers stop with it), as when a machine goes away."""

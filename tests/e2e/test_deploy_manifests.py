@@ -4,6 +4,7 @@ agree with the service they deploy - probe paths answer on a real server, and ev
 from __future__ import annotations
 
 import copy
+import math
 import json
 import re
 import shutil
@@ -237,3 +238,36 @@ def test_kserve_probe_paths_answer_on_a_real_server(kserve, client):
     (container,) = kserve["ServingRuntime"]["spec"]["containers"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert client.get(container[probe]["httpGet"]["path"]).status_code == 200, probe
+
+
+# Docker Swarm ------------------------------------------------------------------------------------
+
+SWARM = ROOT / "deploy" / "swarm"
+
+
+def test_the_swarm_stack_carries_the_settings_of_the_kubernetes_deployment():
+    stack = yaml.safe_load((SWARM / "stack.yml").read_text())["services"]["modelserver"]
+    base = yaml.safe_load((K8S / "base" / "deployment.yaml").read_text())["spec"]["template"]["spec"]
+    (container,) = base["containers"]
+    kubernetes_env = {item["name"]: item.get("value") for item in container["env"]}
+    for name, value in kubernetes_env.items():
+        if value is not None:  # the thread count comes from limits.cpu there, from the CPU limit here
+            assert stack["environment"][name] == value, name
+    assert stack["user"] == f"{base['securityContext']['runAsUser']}:{base['securityContext']['runAsGroup']}"
+    assert stack["read_only"] is container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert stack["cap_drop"] == container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert any(volume["target"] == "/tmp" and volume["type"] == "tmpfs" for volume in stack["volumes"])
+    assert int(stack["stop_grace_period"].rstrip("s")) == base["terminationGracePeriodSeconds"]
+    assert container["readinessProbe"]["httpGet"]["path"] in " ".join(stack["healthcheck"]["test"])
+    deploy = stack["deploy"]
+    assert deploy["update_config"]["order"] == "start-first" and deploy["update_config"]["failure_action"] == "rollback"
+    assert deploy["endpoint_mode"] == "dnsrr"
+    assert float(deploy["resources"]["limits"]["cpus"]) * deploy["replicas"] <= 2, "four replicas must fit two cores"
+    assert stack["environment"]["MODEL_SERVER_ORT_THREADS"] == str(math.ceil(float(deploy["resources"]["limits"]["cpus"])))
+
+
+def test_the_balancer_checks_readiness_and_retries_what_a_draining_replica_refuses():
+    config = (SWARM / "haproxy.cfg").read_text()
+    assert "option httpchk GET /readyz" in config
+    assert re.search(r"retry-on .*conn-failure.*503", config)
+    assert "server-template" in config and "tasks.modelserver:3000" in config
