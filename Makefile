@@ -21,7 +21,7 @@ export CONTAINERS_CONF ?= $(CURDIR)/deploy/container/containers.conf
 export CONTAINERS_STORAGE_CONF ?= $(CURDIR)/.containers/storage.conf
 VARIANT ?= cpu
 
-.PHONY: serve test test-tools models train-digits export-digits digits eval-digits eval-ood eval-explain train-sentiment export-sentiment sentiment eval-sentiment train-denoise export-denoise denoise eval-denoise loadtest soak benchmark bento container-tools base-image image images serve-image test-container cluster-up cluster-down test-cluster test-deploy clean
+.PHONY: serve test test-tools models train-digits export-digits digits eval-digits eval-ood eval-explain train-sentiment export-sentiment sentiment eval-sentiment train-denoise export-denoise denoise eval-denoise loadtest soak benchmark bench-tools bento container-tools base-image image images serve-image test-container cluster-up cluster-down test-cluster test-deploy clean
 
 serve: $(VENV)/.serve-installed models  ## serve the shipped models on $(HOST):$(PORT) in the foreground
 	MODEL_SERVER_HOST=$(HOST) MODEL_SERVER_PORT=$(PORT) exec $(BIN)/bentoml serve service.app:ModelServer
@@ -95,8 +95,12 @@ loadtest: $(VENV)/.dev-installed  ## step-load with locust (USER_CLASS=DigitsUse
 soak: $(VENV)/.dev-installed models  ## mixed load at half the sustainable rate for 10 minutes: RSS, p50/p99 per minute, errors (MINUTES=...)
 	$(BIN)/python -m loadtest.soak --minutes $${MINUTES:-10} $${URL:+--url $$URL}
 
-benchmark: $(VENV)/.dev-installed models  ## serving benchmark, one run: compute vs transport limits, batching, FastAPI baseline
+benchmark: $(VENV)/.dev-installed models bench-tools  ## serving benchmark (~12 min): limits, workers x threads sweep, peers, baseline check
 	$(BIN)/python -m loadtest.benchmark
+
+bench-tools:  ## wrk, the compiled load generator of the benchmark (Debian package; apt-get as root when missing)
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } \
+		|| { echo "make benchmark needs wrk: apt-get install wrk" >&2; exit 1; }
 
 bento: models  ## bentoml build: one Bento with the serving code and every model (bentoml list / bentoml models list)
 	$(BIN)/bentoml build .

@@ -1,16 +1,20 @@
-"""Serving benchmark, one run, ratios side by side: how close the served endpoints come to the machine's limits.
+"""Serving benchmark, one run, ratios side by side: the machine's limits, a workers x threads sweep, the peers
+a user would write instead, and a regression check against the committed baseline.
 
-    python -m loadtest.benchmark                     # about 8 minutes on 2 cores; make benchmark
-    python -m loadtest.benchmark --models digits --seconds 5
+    python -m loadtest.benchmark                     # about 12 minutes on 2 cores; make benchmark
+    python -m loadtest.benchmark --models digits --configs 1x2,2x1 --seconds 5
 
-Every registered model (service/registry.py) and every one of its workloads:
+For every registered model (service/registry.py) and every one of its workloads, driven by wrk (one payload, a
+compiled generator whose CPU use is reported; loadtest/wrk.py):
   (a) compute limit: onnxruntime in-process on the model's real inputs, items/s at batch 1, 8, 32, 64, 128
-  (b) transport limit: the diagnostics no-op endpoint taking the workload's payload, where it has one
-  (c) the workload's endpoint with adaptive batching on (the defaults), and the first workload with it off
-  (e) the model's peer servers (e.g. FastAPI + PyTorch for digits), on the first workload
-  (f) open loop at half of a workload's throughput, for p99 / p50, where the workload asks for it
-All served figures come from the same load generator (loadtest.closedloop, aiohttp) at the same concurrency;
-its CPU use is reported with each figure. Writes table.md and results.json to --out.
+  (b) transport limit: the diagnostics no-op endpoint taking the same payload, where the workload has one
+  (c) each workload's endpoint, for every server configuration of the sweep (workers x onnxruntime threads:
+      1x2, 2x1, 2x2 by default), with the mean formed batch and the RSS per worker
+  (e) the model's peers on its first workload: a minimal FastAPI + onnxruntime app and FastAPI + PyTorch
+      (2 uvicorn workers each)
+  (f) open loop at half a workload's throughput (the Python generator: wrk has no fixed rate), p99 / p50
+Ratios (served / no-op, served / compute at the formed batch, v2 / friendly, project / peer) are compared with
+docs/benchmark-baseline.json: a drop over 15% is flagged (exit status 3). Writes table.md and results.json.
 """
 
 from __future__ import annotations
@@ -29,12 +33,18 @@ from typing import Iterator
 
 import httpx
 
+from loadtest import wrk
 from loadtest.payloads import resolve
 from service.launch import ROOT, free_port, served_locally
 from service.registry import ModelEntry, Workload, entry
 
 ARTIFACTS = ROOT / "artifacts"
+BASELINE = ROOT / "docs" / "benchmark-baseline.json"
 BATCHES = (1, 8, 32, 64, 128)
+CONFIGS = ("1x2", "2x1", "2x2")  # the defaults since change 12 are 2x1 on these 2 cores: measured again as "default"
+DEFAULTS = "default"  # the server as `make serve` starts it: the configuration the sweep chose
+TOLERATED_DROP = 0.15
+PEERS = {"fastapi_onnxruntime": "loadtest.baseline_onnx:app", "fastapi_pytorch": "loadtest.baseline_fastapi:app"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,24 +52,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(model.name for model in models()))
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per served figure")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="workers x threads to sweep, e.g. 1x2,2x1")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per figure (after 3 s warm-up)")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--write-baseline", action="store_true", help=f"make this run's ratios the baseline ({BASELINE.name})")
     args = parser.parse_args(argv)
     args.models = [entry(name.strip()) for name in args.models.split(",")]
+    args.configs = [config.strip() for config in args.configs.split(",")]
     args.out = args.out or ROOT / "runs" / "benchmark" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
     return args
 
 
-def compute_limit(model: ModelEntry, batches: tuple[int, ...], seconds: float = 1.5) -> dict[int, float]:
+# (a) compute -------------------------------------------------------------------------------------
+
+
+def compute_limit(model: ModelEntry, seconds: float = 1.5) -> dict[int, float]:
     """items/s of onnxruntime in-process, with the service's session settings, per batch size."""
     from service.runtime import OnnxModel
     from service.settings import Settings
 
-    served = OnnxModel(ARTIFACTS / model.name, model.name, Settings())
+    served = OnnxModel(ARTIFACTS / model.name, model.name, Settings(workers=1, ort_threads=0))
     feeds_for = resolve(model.load.compute_feeds)(served)
     rates = {}
-    for batch in batches:
+    for batch in BATCHES:
         feeds = feeds_for(batch)
         served.run(feeds)
         runs, started = 0, time.perf_counter()
@@ -71,157 +87,222 @@ def compute_limit(model: ModelEntry, batches: tuple[int, ...], seconds: float = 
     return rates
 
 
-def load(url: str, path: str, payload: str, items: int, args: argparse.Namespace, rate: float | None = None) -> dict:
-    """One run of the load generator in its own process."""
-    command = [sys.executable, "-m", "loadtest.closedloop", "--url", url, "--path", path, "--payload", payload,
-               "--items", str(items), "--concurrency", str(args.concurrency), "--seconds", str(args.seconds)]
-    if rate:
-        command += ["--rate", str(rate)]
+# (b)-(f) served ----------------------------------------------------------------------------------
+
+
+def first_payload(workload: Workload) -> tuple[bytes, str, dict]:
+    body, content_type, *extra = resolve(workload.payload)()[0]
+    return body, content_type, (extra[0] if extra else {})
+
+
+BATCHED_CONNECTIONS = 8  # client batches keep 8 requests (8 x 32-64 items) in flight: the batcher stays full
+
+
+def wrk_figure(url: str, path: str, workload: Workload, args: argparse.Namespace) -> dict:
+    body, content_type, headers = first_payload(workload)
+    connections = args.connections if workload.items == 1 else BATCHED_CONNECTIONS
+    figure = wrk.run(url, path, body, content_type, seconds=args.seconds, connections=connections,
+                     extra_headers=headers)
+    figure["items_per_s"] = round(figure["requests_per_s"] * workload.items, 1)
+    return figure
+
+
+def batch_totals(url: str, model: str) -> tuple[float, float]:
+    """(rows, inference calls) so far for a model, from /metrics (summed over workers)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    totals = []
+    for suffix in ("sum", "count"):
+        values = re.findall(rf'^modelserver_batch_size_{suffix}\{{[^}}]*model="{model}"[^}}]*\}} (\S+)$', text, re.M)
+        totals.append(sum(float(value) for value in values))
+    return totals[0], totals[1]
+
+
+def measure_workload(url: str, model: ModelEntry, workload: Workload, args: argparse.Namespace) -> dict:
+    figures = {}
+    if workload.noop_path:
+        figures["noop"] = wrk_figure(url, workload.noop_path, workload, args)
+    before = batch_totals(url, model.name)
+    figures["served"] = wrk_figure(url, workload.path, workload, args)
+    after = batch_totals(url, model.name)
+    calls = after[1] - before[1]
+    figures["mean_batch"] = round((after[0] - before[0]) / calls, 1) if calls else None
+    if workload.half_load:
+        figures["half_load"] = half_load(url, workload, figures["served"]["requests_per_s"] / 2, args)
+    return figures
+
+
+def half_load(url: str, workload: Workload, rate: float, args: argparse.Namespace) -> dict:
+    command = [sys.executable, "-m", "loadtest.closedloop", "--url", url, "--path", workload.path, "--payload",
+               workload.name, "--items", str(workload.items), "--seconds", str(args.seconds), "--rate", str(rate)]
     finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=args.seconds + 120)
     if finished.returncode:
         raise SystemExit(f"load generator failed:\n{finished.stderr[-2000:]}")
     return json.loads(finished.stdout.strip().splitlines()[-1])
 
 
-def batch_totals(url: str, model: str) -> tuple[float, float]:
-    """(rows, inference calls) so far for a model, from /metrics."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    totals = []
-    for suffix in ("sum", "count"):
-        match = re.search(rf'^modelserver_batch_size_{suffix}\{{[^}}]*model="{model}"[^}}]*\}} (\S+)$', text, re.M)
-        totals.append(float(match.group(1)) if match else 0.0)
-    return totals[0], totals[1]
+def settings_of(config: str) -> dict[str, str]:
+    if config == DEFAULTS:
+        return {}
+    workers, threads = config.split("x")
+    return {"workers": workers, "ort_threads": threads}
 
 
-def measure_workload(url: str, model: ModelEntry, workload: Workload, args: argparse.Namespace) -> dict:
-    """The workload's figure (with the mean formed batch) and its no-op's, on one server."""
-    figures = {}
-    if workload.noop_path:
-        figures["noop"] = load(url, workload.noop_path, workload.name, workload.items, args)
-    before = batch_totals(url, model.name)
-    figures["served"] = load(url, workload.path, workload.name, workload.items, args)
-    after = batch_totals(url, model.name)
-    calls = after[1] - before[1]
-    figures["mean_batch"] = round((after[0] - before[0]) / calls, 1) if calls else None
-    if workload.half_load:
-        half = figures["served"]["requests_per_s"] / 2
-        figures["half_load"] = load(url, workload.path, workload.name, workload.items, args, rate=half)
-    return figures
+def measure_config(config: str, args: argparse.Namespace) -> dict:
+    """Every workload of every model on one server configuration, and its memory per worker."""
+    print(f"[benchmark] server {config}", flush=True)
+    with served_locally(args.out / f"server-{config}.log", diagnostics="true", **settings_of(config)) as server:
+        workers = max(1, len(server.workers()))
+        rows = {model.name: {workload.name: measure_workload(server.url, model, workload, args)
+                             for workload in model.load.workloads} for model in args.models}
+        rss = server.rss_bytes()
+    return {"workers": workers, "rss_mb_per_worker": round(rss / workers / 2**20), "models": rows}
 
 
 @contextlib.contextmanager
-def peer_server(app: str, log: Path) -> Iterator[str]:
-    """A peer ASGI app ("module:app") under uvicorn on a free loopback port."""
+def peer_server(app: str, log: Path, workers: int = 2) -> Iterator[str]:
+    """A peer ASGI app ("module:app") under uvicorn with `workers` processes on a free loopback port."""
     port = free_port()
     with open(log, "wb") as output:
         server = subprocess.Popen([sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-                                   "--log-level", "warning"], cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
+                                   "--workers", str(workers), "--log-level", "warning"],
+                                  cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.TransportError):
-                httpx.get(url + "/docs", timeout=2)
-                break
+                if httpx.get(url + "/docs", timeout=2).status_code == 200:
+                    break
             time.sleep(0.5)
         yield url
     finally:
-        server.terminate()
+        os.killpg(server.pid, 15)
         server.wait(timeout=30)
 
 
-def served_figures(args: argparse.Namespace, results: dict) -> None:
-    with served_locally(args.out / "server-batching-on.log", diagnostics="true") as server:
+def measure_peers(args: argparse.Namespace) -> dict:
+    digits = next((model for model in args.models if model.name == "digits"), None)
+    if digits is None:
+        return {}
+    first = digits.load.workloads[0]
+    peers = {}
+    for name, app in PEERS.items():
+        print(f"[benchmark] peer {name}", flush=True)
+        with peer_server(app, args.out / f"peer-{name}.log") as url:
+            peers[name] = wrk_figure(url, first.path, first, args)
+    return peers
+
+
+# ratios, baseline, table -------------------------------------------------------------------------
+
+
+def ratios(results: dict, args: argparse.Namespace) -> dict[str, float]:
+    """The run's ratios: figures measured side by side, so the machine's speed largely cancels out."""
+    found = {}
+    for config, measured in results["configs"].items():
         for model in args.models:
-            results[model.name]["workloads"] = {workload.name: measure_workload(server.url, model, workload, args)
-                                                for workload in model.load.workloads}
-    with served_locally(args.out / "server-batching-off.log", max_batch_size="1") as server:
-        for model in args.models:
-            first = model.load.workloads[0]
-            results[model.name]["batching_off"] = load(server.url, first.path, first.name, first.items, args)
-    for model in args.models:
-        first = model.load.workloads[0]
-        for peer in model.load.peers:
-            with peer_server(peer, args.out / f"peer-{peer.replace(':', '-')}.log") as url:
-                results[model.name].setdefault("peers", {})[peer] = load(url, first.path, first.name, first.items, args)
+            compute = results["compute"][model.name]
+            for workload in model.load.workloads:
+                figures = measured["models"][model.name][workload.name]
+                served = figures["served"]["items_per_s"]
+                key = f"{config}/{model.name}/{workload.name}"
+                if "noop" in figures:
+                    found[f"{key}/vs_noop"] = round(served / figures["noop"]["items_per_s"], 3)
+                if figures["mean_batch"]:
+                    nearest = min(compute, key=lambda batch: abs(batch - figures["mean_batch"]))
+                    found[f"{key}/vs_compute_at_formed_batch"] = round(served / compute[nearest], 3)
+                if workload.compare_with:
+                    other = measured["models"][model.name][workload.compare_with]["served"]["items_per_s"]
+                    found[f"{key}/vs_{workload.compare_with}"] = round(served / other, 3)
+                if "half_load" in figures:
+                    half = figures["half_load"]
+                    found[f"{key}/p99_over_p50_at_half_load"] = round(half["p99_ms"] / half["p50_ms"], 2)
+    defaults = results["configs"].get(DEFAULTS, {}).get("models", {}).get("digits")
+    for peer, figure in results["peers"].items():
+        if defaults:
+            for workload in ("digit-png", "digit-png-body"):
+                found[f"{DEFAULTS}/digits/{workload}/vs_{peer}"] = round(
+                    defaults[workload]["served"]["requests_per_s"] / figure["requests_per_s"], 3)
+            found[f"{DEFAULTS}/digits/digit-png/p99_vs_{peer}_p99"] = round(
+                defaults["digit-png"]["served"]["p99_ms"] / figure["p99_ms"], 3)
+    return found
 
 
-# report ------------------------------------------------------------------------------------------
+LOWER_IS_BETTER = ("p99_over_p50", "p99_vs_")
 
 
-def verdicts(model: ModelEntry, figures: dict) -> dict:
-    """Ratios measured in this run: served / min(transport, compute at the formed batch), client batches /
-    onnxruntime at that batch, workload / the workload it is compared with, project / peer, p99 / p50."""
-    compute, ratios = figures["compute"], {}
-    for workload in model.load.workloads:
-        measured = figures["workloads"][workload.name]
-        served = measured["served"]["items_per_s"]
-        if workload.items == 1 and measured.get("noop") and measured["mean_batch"]:
-            nearest = min(compute, key=lambda batch: abs(batch - measured["mean_batch"]))
-            bound = min(measured["noop"]["requests_per_s"], compute[nearest])
-            ratios[f"{workload.name}_roofline"] = round(served / bound, 2)
-        if workload.items > 1 and workload.items in compute:
-            ratios[f"{workload.name}_vs_ort_b{workload.items}"] = round(served / compute[workload.items], 2)
-        if workload.compare_with:
-            other = figures["workloads"][workload.compare_with]["served"]["items_per_s"]
-            ratios[f"{workload.name}_vs_{workload.compare_with}"] = round(served / other, 2)
-        if "half_load" in measured:
-            half = measured["half_load"]
-            ratios[f"{workload.name}_p99_over_p50_at_half_load"] = round(half["p99_ms"] / half["p50_ms"], 2)
-    first = figures["workloads"][model.load.workloads[0].name]["served"]["requests_per_s"]
-    for peer, figure in figures.get("peers", {}).items():
-        ratios[f"vs_{peer.split(':')[0].split('.')[-1]}"] = round(first / figure["requests_per_s"], 2)
-    return ratios
+def regressions(current: dict[str, float], baseline: dict[str, float]) -> list[str]:
+    """Ratios more than TOLERATED_DROP worse than the baseline's."""
+    flagged = []
+    for key, was in baseline.items():
+        now = current.get(key)
+        if now is None or not was:
+            continue
+        worse = now / was - 1 if any(mark in key for mark in LOWER_IS_BETTER) else 1 - now / was
+        if worse > TOLERATED_DROP:
+            flagged.append(f"{key}: {now} vs baseline {was} ({worse:.0%} worse)")
+    return flagged
 
 
 def cell(figure: dict | None, key: str = "items_per_s") -> str:
     if not figure:
         return "-"
-    errors = sum(figure["errors"].values())
+    errors = sum(figure["errors"].values()) if isinstance(figure["errors"], dict) else figure["errors"]
     text = f"{figure[key]:,.0f} (p50 {figure['p50_ms']:.0f} / p99 {figure['p99_ms']:.0f} ms, gen {figure['generator_cpu_percent']}%)"
     return text + (f" **{errors} errors**" if errors else "")
 
 
 def table(results: dict, args: argparse.Namespace) -> str:
-    lines = [f"Concurrency {args.concurrency}, {args.seconds:.0f} s per figure, {os.cpu_count()} cores, "
-             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Items/s; gen = load generator CPU (% of one core).", ""]
+    configs = list(results["configs"])
+    lines = [f"wrk, {args.connections} connections, {args.seconds:.0f} s per figure after a 3 s warm-up, {os.cpu_count()} "
+             f"cores, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Items/s (p50 / p99 latency, load generator CPU "
+             "in % of one core). Configurations: workers x onnxruntime threads; "
+             f"{DEFAULTS} = `make serve` as shipped.", "",
+             "| RSS per worker | " + " | ".join(f"{c}: {results['configs'][c]['rss_mb_per_worker']} MB" for c in configs) + " |", ""]
     for model in args.models:
-        figures = results[model.name]
-        compute = ", ".join(f"b{batch}: {rate:,.0f}" for batch, rate in figures["compute"].items())
-        lines += [f"### {model.name}", "", "| measurement | items/s |", "|---|---|",
-                  f"| (a) onnxruntime in-process | {compute} |"]
+        compute = ", ".join(f"b{batch}: {rate:,.0f}" for batch, rate in results["compute"][model.name].items())
+        lines += [f"### {model.name}", "", f"(a) onnxruntime in-process: {compute}", "",
+                  "| workload | " + " | ".join(configs) + " |", "|---" * (len(configs) + 1) + "|"]
         for workload in model.load.workloads:
-            measured = figures["workloads"][workload.name]
-            where = f"`{workload.path}` ({workload.name}, {workload.items}/request)"
-            if "noop" in measured:
-                lines.append(f"| (b) no-op `{workload.noop_path}`, same payload | {cell(measured['noop'], 'requests_per_s')} |")
-            lines.append(f"| (c) {where}, mean batch {measured['mean_batch']} | {cell(measured['served'])} |")
-            if "half_load" in measured:
-                lines.append(f"| (f) {where}, open loop at half its rate | {cell(measured['half_load'], 'requests_per_s')} |")
-        lines.append(f"| (c) `{model.load.workloads[0].path}`, batching off | {cell(figures['batching_off'])} |")
-        for peer, figure in figures.get("peers", {}).items():
-            lines.append(f"| (e) peer `{peer}` | {cell(figure)} |")
-        lines += ["", "ratios: " + json.dumps(figures["verdicts"]), ""]
+            row = [results["configs"][c]["models"][model.name][workload.name] for c in configs]
+            lines.append(f"| `{workload.path}` {workload.name} | " + " | ".join(
+                cell(figures["served"]) + (f", batch {figures['mean_batch']}" if figures["mean_batch"] else "") for figures in row) + " |")
+            if workload.noop_path:
+                lines.append(f"| no-op `{workload.noop_path}` | " + " | ".join(cell(figures["noop"]) for figures in row) + " |")
+        lines.append("")
+    for peer, figure in results["peers"].items():
+        lines.append(f"- peer **{peer}** ({PEERS[peer]}, 2 uvicorn workers), `/digits/classify` one PNG: {cell(figure, 'requests_per_s')}")
+    lines += ["", "Ratios:", "", "```", json.dumps(results["ratios"], indent=1), "```"]
+    if results["regressions"]:
+        lines += ["", "**Regressions against the baseline (over 15% worse):**", ""] + [f"- {line}" for line in results["regressions"]]
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not wrk.available():
+        raise SystemExit("wrk is not installed: `make benchmark` installs it (Debian package wrk)")
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {}
+    results: dict = {"compute": {}, "configs": {}, "peers": {}}
     for model in args.models:
-        print(f"(a) {model.name}: onnxruntime in-process", flush=True)
-        results[model.name] = {"compute": compute_limit(model, BATCHES)}
-    print("(b)-(f): served figures", flush=True)
-    served_figures(args, results)
-    for model in args.models:
-        results[model.name]["verdicts"] = verdicts(model, results[model.name])
+        print(f"[benchmark] (a) {model.name}: onnxruntime in-process", flush=True)
+        results["compute"][model.name] = compute_limit(model)
+    for config in [DEFAULTS, *args.configs]:
+        results["configs"][config] = measure_config(config, args)
+    results["peers"] = measure_peers(args)
+    results["ratios"] = ratios(results, args)
+    baseline = json.loads(BASELINE.read_text())["ratios"] if BASELINE.exists() else {}
+    results["regressions"] = regressions(results["ratios"], baseline)
     report = table(results, args)
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     (args.out / "table.md").write_text(report + "\n")
     print(report)
+    if args.write_baseline:
+        BASELINE.write_text(json.dumps({"from": str(args.out / "results.json"), "ratios": results["ratios"]}, indent=1) + "\n")
+        print(f"wrote {BASELINE}")
     print(f"wrote {args.out}/table.md and results.json")
+    return 3 if results["regressions"] and not args.write_baseline else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

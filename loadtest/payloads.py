@@ -138,8 +138,8 @@ def digit_npys_64() -> list[Body]:
     return digit_npys(64)
 
 
-def tweet_bodies_64() -> list[Body]:
-    return tweet_bodies(64)
+def tweet_bodies_32() -> list[Body]:
+    return tweet_bodies(32)
 
 
 # The graphs' own inputs at a batch size, prepared exactly as the service prepares them (the compute limit).

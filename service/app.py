@@ -50,9 +50,10 @@ def cors_config() -> dict:
 
 @bentoml.service(
     name="modelserver",
-    workers=settings.workers,
+    workers=settings.worker_count,
     http={"host": settings.host, "port": settings.port, "cors": cors_config()},
     traffic={"timeout": settings.request_timeout_s},
+    logging={"access": {"enabled": settings.access_log}},
 )
 class ModelServer(*APIS):
     """Serves every registered and imported model; /livez, /readyz, /metrics and /docs.json come from BentoML."""

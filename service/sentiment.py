@@ -209,7 +209,7 @@ ENTRY = ModelEntry(
         workloads=(
             Workload("tweet", "/sentiment/classify", "loadtest.payloads:tweet_bodies",
                      noop_path="/diagnostics/noop-texts", check=labelled),
-            Workload("tweets-64", "/sentiment/classify", "loadtest.payloads:tweet_bodies_64", items=64, check=labelled),
+            Workload("tweets-32", "/sentiment/classify", "loadtest.payloads:tweet_bodies_32", items=32, check=labelled),
         ),
         mixed_weight=3,
         compute_feeds="loadtest.payloads:sentiment_feeds",

@@ -58,11 +58,14 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="interface the HTTP server binds")
     port: int = Field(3000, ge=1, le=65535, description="HTTP port")
-    workers: int = Field(1, ge=1, le=64, description="server worker processes, each with its own model sessions")
+    workers: int = Field(
+        0, ge=0, le=64, description="server worker processes, each with its own model sessions; 0 = one per usable CPU "
+        "core (a container CPU quota counts): measured best on 2 cores (docs/performance.md, change 12)",
+    )
     ort_threads: int = Field(
         0, ge=0, le=256,
         description="onnxruntime intra-op threads per model session; 0 = usable CPU cores (a container CPU quota "
-        "counts) / workers",
+        "counts) / workers, so 1 with the default workers",
     )
     ort_threads_per_model: dict[str, Annotated[int, Field(ge=1, le=256)]] = Field(
         default_factory=dict, description='JSON map overriding ort_threads for some models, e.g. {"digits": 1}'
@@ -111,6 +114,10 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(
         default_factory=list, description='JSON list of origins allowed by CORS, e.g. ["https://app.example"]; empty = CORS off'
     )
+    access_log: bool = Field(
+        True, description="log one line per request (BentoML's access log); off saves CPU on the request path "
+        "(docs/performance.md) - the metrics still count every request"
+    )
     diagnostics: bool = Field(False, description="serve the no-op /diagnostics/* endpoints the benchmark measures")
     model_tags: dict[str, str] = Field(
         default_factory=dict,
@@ -125,9 +132,14 @@ class Settings(BaseSettings):
         return key
 
     @property
+    def worker_count(self) -> int:
+        """Server worker processes: the setting, or one per usable core."""
+        return self.workers or usable_cores()
+
+    @property
     def session_threads(self) -> int:
         """Intra-op threads each session gets: the setting, or an even share of the usable cores per worker."""
-        return self.ort_threads or max(1, usable_cores() // self.workers)
+        return self.ort_threads or max(1, usable_cores() // self.worker_count)
 
     def threads_for(self, model: str) -> int:
         """Intra-op threads for one model's session: its override, else session_threads."""
@@ -150,9 +162,9 @@ def get_settings() -> Settings:
         )
         raise SettingsError(f"Invalid settings: {problems}") from None
     cores = usable_cores()
-    if settings.workers * settings.session_threads > cores:
+    if settings.worker_count * settings.session_threads > cores:
         log.warning(
             "workers (%d) x ort_threads (%d) exceeds the %d CPU cores: expect oversubscription",
-            settings.workers, settings.session_threads, cores,
+            settings.worker_count, settings.session_threads, cores,
         )
     return settings

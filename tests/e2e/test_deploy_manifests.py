@@ -107,7 +107,8 @@ def test_pods_run_locked_down_and_drain_longer_than_a_request(overlay):
     timeout = float(env["MODEL_SERVER_REQUEST_TIMEOUT_S"]["value"])
     assert timeout == Settings().request_timeout_s
     assert pod["terminationGracePeriodSeconds"] >= timeout + 10  # plus BentoML's 30 s worker deadline margin
-    assert env["MODEL_SERVER_ORT_THREADS"]["valueFrom"]["resourceFieldRef"]["resource"] == "limits.cpu"
+    assert env["MODEL_SERVER_WORKERS"]["valueFrom"]["resourceFieldRef"]["resource"] == "limits.cpu"
+    assert env["MODEL_SERVER_ORT_THREADS"]["value"] == "1"
 
 
 def test_service_hpa_and_budget_point_at_the_deployment(overlay):
@@ -251,7 +252,7 @@ def test_the_swarm_stack_carries_the_settings_of_the_kubernetes_deployment():
     (container,) = base["containers"]
     kubernetes_env = {item["name"]: item.get("value") for item in container["env"]}
     for name, value in kubernetes_env.items():
-        if value is not None:  # the thread count comes from limits.cpu there, from the CPU limit here
+        if value is not None:  # the worker count comes from limits.cpu there, from the CPU limit here
             assert stack["environment"][name] == value, name
     assert stack["user"] == f"{base['securityContext']['runAsUser']}:{base['securityContext']['runAsGroup']}"
     assert stack["read_only"] is container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -263,7 +264,7 @@ def test_the_swarm_stack_carries_the_settings_of_the_kubernetes_deployment():
     assert deploy["update_config"]["order"] == "start-first" and deploy["update_config"]["failure_action"] == "rollback"
     assert deploy["endpoint_mode"] == "dnsrr"
     assert float(deploy["resources"]["limits"]["cpus"]) * deploy["replicas"] <= 2, "four replicas must fit two cores"
-    assert stack["environment"]["MODEL_SERVER_ORT_THREADS"] == str(math.ceil(float(deploy["resources"]["limits"]["cpus"])))
+    assert stack["environment"]["MODEL_SERVER_WORKERS"] == str(math.ceil(float(deploy["resources"]["limits"]["cpus"])))
 
 
 def test_the_balancer_checks_readiness_and_retries_what_a_draining_replica_refuses():

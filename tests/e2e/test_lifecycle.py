@@ -22,7 +22,7 @@ HELD_S = 3.0  # in-flight requests hold the worker this long (/diagnostics/hold)
 
 @pytest.fixture(scope="module")
 def server(start_server):
-    return start_server(diagnostics="true")
+    return start_server(diagnostics="true", workers="1")  # one worker: the one the tests kill and drain
 
 
 def test_a_killed_worker_is_replaced_and_requests_succeed_again(server):

@@ -33,7 +33,8 @@ RETRY_AFTER = "2"
 
 @pytest.fixture(scope="module")
 def server(start_server):
-    return start_server(max_concurrent_requests=str(CAPACITY), retry_after_s=RETRY_AFTER,
+    # One worker: admission control counts per worker, so its capacity is the server's.
+    return start_server(workers="1", max_concurrent_requests=str(CAPACITY), retry_after_s=RETRY_AFTER,
                         request_timeout_s=str(TIMEOUT_S), diagnostics="true")
 
 
@@ -178,7 +179,9 @@ def test_a_request_over_the_timeout_gets_504_and_the_server_carries_on(server):
 def test_finished_requests_leave_no_timers_behind(start_server):
     """Each request's deadline ends with it (service/timeouts.py): BentoML's own kept a timer, and through it
     the request's context and tracing span, alive for the whole timeout - long GC pauses under load."""
-    diagnostics = start_server(diagnostics="true")  # the request timeout stays at its 25 s default
+    # One worker, so every request and both readings of the runtime state are that worker's; the request timeout
+    # stays at its 25 s default.
+    diagnostics = start_server(diagnostics="true", workers="1")
 
     async def burst() -> None:
         limits = httpx.Limits(max_connections=32)

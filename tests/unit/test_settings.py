@@ -14,10 +14,10 @@ def fresh_settings():
     get_settings.cache_clear()
 
 
-def test_defaults_serve_on_loopback_port_3000_with_one_worker_using_every_core():
+def test_defaults_serve_on_loopback_port_3000_with_one_single_threaded_worker_per_core():
     settings = Settings()
-    assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 3000, 1)
-    assert settings.session_threads == usable_cores()
+    assert (settings.host, settings.port, settings.worker_count) == ("127.0.0.1", 3000, usable_cores())
+    assert settings.session_threads == 1
     assert settings.model_tag("digits") == "digits:latest"
 
 
