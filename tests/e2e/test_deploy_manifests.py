@@ -4,8 +4,8 @@ agree with the service they deploy - probe paths answer on a real server, and ev
 from __future__ import annotations
 
 import copy
-import math
 import json
+import math
 import re
 import shutil
 import subprocess
