@@ -22,7 +22,7 @@ import torch
 
 from export import onnx_export
 from modelcore.card import MODEL_FILE, ModelMetadata, TensorSpec, file_sha256
-from modelcore.denoise import add_noise, estimate_sigma, from_tiles, psnr, to_tiles
+from modelcore.denoise import MAX_SIGMA, add_noise, estimate_sigma, from_tiles, psnr, to_tiles
 from modelcore.denoise_data import TARGET_MARGINS, TEST_SIGMAS, noisy_test_set
 from training.common import git_commit, load_checkpoint
 from training.denoise import grey
@@ -48,13 +48,14 @@ class Clamped(torch.nn.Module):
 class OnnxDenoiser:
     """The exported model on whole planes, through the service's tiling (modelcore.denoise)."""
 
-    def __init__(self, path: Path, threads: int = 0):
+    def __init__(self, path: Path, threads: int = 0, calibration: dict | None = None):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.calibration = calibration
 
     def __call__(self, plane: np.ndarray, sigma: float | None = None) -> np.ndarray:
-        feeds, tiling, grid = to_tiles(plane, sigma)
+        feeds, tiling, grid = to_tiles(plane, sigma, calibration=self.calibration)
         return from_tiles(self.session.run(None, feeds)[0], tiling, grid, plane.shape)
 
 
@@ -123,6 +124,63 @@ def nl_means(noisy: np.ndarray, h_factor: float) -> np.ndarray:
     return denoise_nl_means(noisy, h=h_factor * level, sigma=level, patch_size=5, patch_distance=6, fast_mode=True)
 
 
+CALIBRATE_ABOVE = 35.0  # below, the blind estimate is close on test-like images; above, clipping makes it read low
+CALIBRATION_SIGMAS = np.arange(0.0, 62.5, 2.5)
+
+
+def fit_sigma_calibration(seed: int = 0) -> dict:
+    """True noise level as a function of the blind estimate, fitted (isotonic) on training-side images only:
+    crops of the denoiser's training planes and photographs with noise added, clipped and quantised like an upload."""
+    from sklearn.isotonic import IsotonicRegression
+
+    from training.denoise import all_planes, photos_dir
+
+    rng = np.random.default_rng(seed)
+    planes = [plane[:256, :256] for plane in all_planes(photos_dir(None))[0] if min(plane.shape) >= 128][::2]
+    pairs = [(estimate_sigma(add_noise(plane, sigma, rng)), sigma) for sigma in CALIBRATION_SIGMAS for plane in planes]
+    estimates, truths = np.array(pairs).T
+    fitted = IsotonicRegression(out_of_bounds="clip").fit(estimates, truths)
+    grid = np.arange(CALIBRATE_ABOVE, MAX_SIGMA + 1.0, 1.0)
+    sigmas = np.maximum(grid, fitted.predict(grid))  # a correction upwards only: the bias it corrects is one-sided
+    return {"above": CALIBRATE_ABOVE, "estimates": grid.round(2).tolist(), "sigmas": sigmas.round(2).tolist(),
+            "fitted_on": f"{len(planes)} training-side crops x {len(CALIBRATION_SIGMAS)} noise levels (0-60), seed {seed}"}
+
+
+def recalibrate(directory: Path) -> ModelMetadata:
+    """Fit the blind-estimate calibration for an exported model, re-evaluate it blind on the test images, and
+    rewrite its metadata and card (the ONNX file is unchanged)."""
+    metadata = ModelMetadata.read(directory)
+    calibration = fit_sigma_calibration()
+    model = OnnxDenoiser(directory / MODEL_FILE, calibration=calibration)
+    rows = [row for row in metadata.metrics["per_image"] if row["method"] != "model_blind"]
+    for sigma in TEST_SIGMAS:
+        for name, (clean, noisy) in noisy_test_set(sigma).items():
+            rows.append({"sigma": sigma, "image": name, "method": "model_blind", **scores(clean, model(noisy))})
+    order = list(dict.fromkeys(row["method"] for row in metadata.metrics["per_image"]))
+    rows.sort(key=lambda row: (row["sigma"], order.index(row["method"])))
+    metadata.preprocessing["sigma_calibration"] = calibration
+    metadata.metrics.update(per_image=rows, summary=summarise(rows))
+    metadata.export["recalibrated"] = {"commit": git_commit(), "command": " ".join(["python -m export.denoise", *sys.argv[1:]])}
+    metadata.write(directory, card_extra=psnr_section(metadata.metrics["summary"], metadata.metrics.get("levers")))
+    print(table(metadata.metrics["summary"]))
+    return metadata
+
+
+def scores(clean: np.ndarray, output: np.ndarray) -> dict:
+    from skimage.metrics import structural_similarity
+
+    return {"psnr": psnr(clean, output), "ssim": float(structural_similarity(clean, np.clip(output, 0, 1), data_range=1.0))}
+
+
+def psnr_section(summary: dict, levers: list[dict] | None = None) -> str:
+    """The card's evaluation section, and the log of quality levers measured one at a time (metrics.levers)."""
+    section = "## PSNR / SSIM on the seven test images (mean)\n\n" + table(summary) + f"\n\n![crops]({FIGURE_FILE})\n"
+    if levers:
+        rows = "\n".join(f"| {lever['lever']} | {lever['measured']} | {lever['kept']} |" for lever in levers)
+        section += "\n## Log of quality levers (each measured on its own)\n\n| lever | measured | kept |\n|---|---|---|\n" + rows + "\n"
+    return section
+
+
 def _blind_sigma(noisy: np.ndarray) -> float:
     """The noise level NL-means is given, in [0, 1] units: the same estimate the model uses when blind."""
     return estimate_sigma(noisy) / 255.0
@@ -130,7 +188,6 @@ def _blind_sigma(noisy: np.ndarray) -> float:
 
 def evaluate(model: OnnxDenoiser) -> tuple[list[dict], dict]:
     """PSNR/SSIM of every method on every test image at every sigma; plus the tuned baseline settings."""
-    from skimage.metrics import structural_similarity
     from skimage.restoration import denoise_tv_chambolle
 
     rows, tuned = [], {}
@@ -145,8 +202,7 @@ def evaluate(model: OnnxDenoiser) -> tuple[list[dict], dict]:
                 "model_sigma_hint": model(noisy, sigma),
             }
             for method, output in outputs.items():
-                rows.append({"sigma": sigma, "image": name, "method": method, "psnr": psnr(clean, output),
-                             "ssim": float(structural_similarity(clean, np.clip(output, 0, 1), data_range=1.0))})
+                rows.append({"sigma": sigma, "image": name, "method": method, **scores(clean, output)})
     return rows, tuned
 
 
@@ -223,16 +279,19 @@ def run(checkpoint: Path, out: Path, quick: bool = False) -> ModelMetadata:
         path = staging / MODEL_FILE
         export_graph(served, path)
         checked = parity(served, path, {name: clean for name, (clean, _) in noisy_test_set(25.0).items()})
-        model = OnnxDenoiser(path)
+        calibration = None if quick else fit_sigma_calibration()
+        model = OnnxDenoiser(path, calibration=calibration)
         metrics, extra = {"timing": time_512(path)}, ""
         if not quick:
             rows, tuned = evaluate(model)
             metrics.update(summary=summarise(rows), per_image=rows, tuned_baselines={str(k): v for k, v in tuned.items()})
-            extra = "## PSNR / SSIM on the seven test images (mean)\n\n" + table(metrics["summary"]) + f"\n\n![crops]({FIGURE_FILE})\n"
+            extra = psnr_section(metrics["summary"])
             figure(model, staging / FIGURE_FILE, h_factor=tuned[25.0]["nlm_h_factor"])  # the tuning evaluate() did
             print(table(metrics["summary"]))
         print(f"timing: {metrics['timing']}")
         metadata = describe(trained, model_config, checked, metrics, path)
+        if calibration:
+            metadata.preprocessing["sigma_calibration"] = calibration
         metadata.write(staging, card_extra=extra)
     print(f"wrote {out / MODEL_FILE}, version {metadata.version}")
     return metadata
@@ -252,7 +311,8 @@ def describe(trained: dict, model_config: dict, checked: dict, metrics: dict, pa
         outputs=[TensorSpec(name="denoised", shape=["batch", 1, "height", "width"], dtype="float32", description="in [0, 1]")],
         preprocessing={"function": "modelcore.denoise.to_tiles / from_tiles",
                        "colour": "each channel denoised as its own plane (alpha kept as is)",
-                       "noise_level": "caller's hint, else Donoho's MAD estimate on the finest Haar diagonal band",
+                       "noise_level": "caller's hint, else Donoho's MAD estimate on the finest Haar diagonal band, "
+                                      "corrected above 35 by sigma_calibration (fitted on training images)",
                        "tiling": "up to 512x512 tiles with 24-pixel overlaps (the network's receptive radius)"},
         data=trained["data"],
         training=dict(trained["training"], architecture="Denoiser (pixel-unshuffle, conv-BN-ReLU stack, residual)",
@@ -270,8 +330,13 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=Path("runs/denoise/checkpoint.pt"))
     parser.add_argument("--out", type=Path, default=Path("artifacts/denoise"))
     parser.add_argument("--quick", action="store_true", help="export and verify only, no test-set evaluation (for tests)")
+    parser.add_argument("--recalibrate", type=Path, metavar="MODEL_DIR",
+                        help="only fit the blind noise-level calibration of an exported model and re-evaluate it")
     args = parser.parse_args()
-    run(args.checkpoint, args.out, args.quick)
+    if args.recalibrate:
+        recalibrate(args.recalibrate)
+    else:
+        run(args.checkpoint, args.out, args.quick)
 
 
 if __name__ == "__main__":

@@ -54,12 +54,30 @@ def evaluate(url: str, card: ModelMetadata) -> dict:
     return report
 
 
+def bm3d_reference(report: dict) -> None:
+    """Add BM3D given the true sigma (its best case) to the report, image by image, and the served model's margin.
+
+    A reference for evaluation only: `pip install bm3d` (its licence is non-commercial; it is never served).
+    """
+    import bm3d
+
+    for sigma in TEST_SIGMAS:
+        key = f"sigma_{int(sigma)}"
+        scores = {name: psnr(clean, np.clip(bm3d.bm3d(noisy, sigma_psd=sigma / 255.0), 0, 1))
+                  for name, (clean, noisy) in noisy_test_set(sigma).items()}
+        report[key]["bm3d_true_sigma_psnr"] = float(np.mean(list(scores.values())))
+        report[key]["served_minus_bm3d_db"] = report[key]["served_model_psnr"] - report[key]["bm3d_true_sigma_psnr"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:3000")
     parser.add_argument("--card", type=Path, default=SHIPPED, help="exported model directory with the NL-means figures")
+    parser.add_argument("--bm3d", action="store_true", help="also BM3D given the true sigma (pip install bm3d; slow)")
     args = parser.parse_args()
     report = evaluate(args.url, ModelMetadata.read(args.card))
+    if args.bm3d:
+        bm3d_reference(report)
     print(json.dumps(report, indent=2))
     sys.exit(0)
 

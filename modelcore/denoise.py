@@ -79,12 +79,21 @@ def tiling_for(shape: tuple[int, int], max_tile: int = 512, overlap: int = 24) -
     return Tiling(size=size, overlap=overlap)
 
 
-def to_tiles(plane: np.ndarray, sigma: float | None, max_tile: int = 512) -> tuple[dict[str, np.ndarray], Tiling, tuple[int, int]]:
+def calibrated(estimate: float, calibration: dict | None) -> float:
+    """A blind estimate corrected by the model's calibration (metadata): at high noise the estimate reads low,
+    because clipping to the 0-255 range removes part of the noise; below `above` it is left as it is."""
+    if not calibration or estimate <= calibration["above"]:
+        return estimate
+    return float(np.interp(estimate, calibration["estimates"], calibration["sigmas"]))
+
+
+def to_tiles(plane: np.ndarray, sigma: float | None, max_tile: int = 512,
+             calibration: dict | None = None) -> tuple[dict[str, np.ndarray], Tiling, tuple[int, int]]:
     """Network inputs for one plane: {"noisy": (N, 1, S, S) float32, "sigma": (N, 1) float32}, and how to undo the tiling.
 
-    `sigma` (0-255 scale) is the caller's hint; None estimates it from the plane.
+    `sigma` (0-255 scale) is the caller's hint; None estimates it from the plane (corrected by `calibration`).
     """
-    level = estimate_sigma(plane) if sigma is None else float(np.clip(sigma, 0.0, MAX_SIGMA))
+    level = calibrated(estimate_sigma(plane), calibration) if sigma is None else float(np.clip(sigma, 0.0, MAX_SIGMA))
     tiling = tiling_for(plane.shape, max_tile)
     tiles, grid = tiling.cut(plane.astype(np.float32))
     feeds = {"noisy": tiles[:, None], "sigma": np.full((len(tiles), 1), level, dtype=np.float32)}

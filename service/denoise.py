@@ -51,11 +51,12 @@ class Tiled:
         return self.levels[:: len(self.levels) // len(self.planes.planes), 0]
 
 
-def tiled_upload(data: bytes, sigma: float | None) -> Tiled:
-    """Decode, split into planes, tile every plane (each plane's noise level estimated unless `sigma` is given)."""
+def tiled_upload(data: bytes, sigma: float | None, calibration: dict | None = None) -> Tiled:
+    """Decode, split into planes, tile every plane (each plane's noise level estimated unless `sigma` is given,
+    and corrected by the model's `calibration`)."""
     planes = split_planes(open_image(data, get_settings().max_denoise_pixels))
     shape = planes.planes[0].shape
-    cut = [to_tiles(plane, sigma) for plane in planes.planes]
+    cut = [to_tiles(plane, sigma, calibration=calibration) for plane in planes.planes]
     feeds = {name: np.concatenate([part[0][name] for part in cut]) for name in ("noisy", "sigma")}
     _, tiling, grid = cut[0]
     return Tiled(feeds["noisy"], feeds["sigma"], planes, tiling, grid, shape)
@@ -71,7 +72,8 @@ def stitched_png(output: np.ndarray, tiled: Tiled) -> bytes:
 
 async def denoised(model: OnnxModel, data: bytes, sigma: float | None, where: str) -> tuple[bytes, np.ndarray]:
     """(the cleaned image as PNG, the noise level used per channel) for one uploaded image file."""
-    tiled = await asyncio.to_thread(restated, lambda upload: tiled_upload(upload, sigma), data, where=where)
+    calibration = model.metadata.preprocessing.get("sigma_calibration")
+    tiled = await asyncio.to_thread(restated, lambda upload: tiled_upload(upload, sigma, calibration), data, where=where)
     output = await model.predict(model.feeds(tiled.tiles, tiled.levels))
     return await asyncio.to_thread(stitched_png, output, tiled), tiled.levels_per_plane
 
@@ -134,7 +136,9 @@ def explanation(tiled: Tiled, outputs: np.ndarray) -> dict:
 
 
 async def explain(model: OnnxModel, data: bytes, sigma: float | None) -> dict:
-    tiled = await asyncio.to_thread(restated, lambda upload: tiled_upload(upload, sigma), data, where="in the multipart field 'image'")
+    calibration = model.metadata.preprocessing.get("sigma_calibration")
+    tiled = await asyncio.to_thread(restated, lambda upload: tiled_upload(upload, sigma, calibration), data,
+                                    where="in the multipart field 'image'")
     tiles = np.concatenate([np.ascontiguousarray(apply(tiled.tiles)) for apply, _ in PASSES])
     outputs = await model.predict(model.feeds(tiles, np.tile(tiled.levels, (len(PASSES), 1))))
     maps = await asyncio.to_thread(explanation, tiled, outputs)
