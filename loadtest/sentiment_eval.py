@@ -4,6 +4,11 @@
 
 Sends the test texts to POST /sentiment/classify (`--texts-per-request` per request, `--concurrency`
 clients), prints accuracy, macro-F1, texts/second and latency percentiles; non-zero exit on any error.
+
+    python -m loadtest.sentiment_eval --url ... --behaviour [--record]
+
+The behavioural test set instead (modelcore.sentiment_behaviour: negation, intensifiers, emoji and emoticons,
+slang, sarcasm markers, typos): pass rate per capability; --record writes it into the shipped model's card.
 """
 
 from __future__ import annotations
@@ -40,6 +45,36 @@ def evaluate(url: str, texts: list[str], truth: np.ndarray, concurrency: int, pe
     }
 
 
+def behaviour(url: str) -> dict:
+    """Pass rates of the behavioural test set through the server (all cases in one request)."""
+    import httpx
+
+    from modelcore.sentiment_behaviour import cases, pass_rates
+
+    rows = cases()
+    answer = httpx.post(f"{url}/sentiment/classify", json={"texts": [text for _, text, _ in rows]}, timeout=120)
+    answer.raise_for_status()
+    predicted = [result["label"] for result in answer.json()["results"]]
+    return {"cases": len(rows), "pass_rate": pass_rates(predicted),
+            "failed": [f"{capability}: {text!r} expected {label}, got {got}"
+                       for (capability, text, label), got in zip(rows, predicted) if got != label]}
+
+
+def record_behaviour(report: dict) -> None:
+    """Put the behavioural pass rates into the shipped sentiment model's metadata.json and card."""
+    from pathlib import Path
+
+    from modelcore.card import CARD_FILE, ModelMetadata, replace_metric_lines
+
+    directory = Path(__file__).resolve().parent.parent / "artifacts" / "sentiment"
+    metadata = ModelMetadata.read(directory)
+    metadata.metrics["behaviour"] = {**report, "command": "make serve, then python -m loadtest.sentiment_eval "
+                                     "--behaviour --record", "set": "modelcore/sentiment_behaviour.py (hand-written)"}
+    (directory / "metadata.json").write_text(metadata.model_dump_json(indent=2) + "\n")
+    card = directory / CARD_FILE
+    card.write_text(replace_metric_lines(card.read_text(), metadata))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:3000")
@@ -47,7 +82,15 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--texts-per-request", type=int, default=1)
     parser.add_argument("--limit", type=int, help="only N evenly spaced test texts")
+    parser.add_argument("--behaviour", action="store_true", help="the behavioural test set instead of the test split")
+    parser.add_argument("--record", action="store_true", help="with --behaviour: write the pass rates into the card")
     args = parser.parse_args()
+    if args.behaviour:
+        report = behaviour(args.url)
+        print(json.dumps(report, indent=2))
+        if args.record:
+            record_behaviour(report)
+        return
     test = load_splits(args.corpus)[0]["test"]
     if args.limit:
         test = test.sample(args.limit)

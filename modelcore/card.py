@@ -91,7 +91,7 @@ class ModelMetadata(BaseModel):
                                                      "outputs": [s.model_dump() for s in self.outputs]}),
             _section("Preprocessing", self.preprocessing),
             _section("Data: provenance and licence", self.data),
-            _section("Metrics (held-out test data, never used for training or tuning)", self.metrics),
+            _section(METRICS_TITLE.removeprefix("## "), self.metrics),
             _section("Training", self.training),
             _section("Export", self.export),
             explanations_section(self.explanations),
@@ -119,6 +119,18 @@ def with_section(card: str, section: str) -> str:
         return card[:start] + section.rstrip("\n") + "\n" + card[min(following) if following else len(card):]
     files = card.rfind("\nFiles: ")
     return card[:files] + "\n" + section.rstrip("\n") + "\n" + card[files:] if files >= 0 else card + "\n" + section
+
+
+METRICS_TITLE = "## Metrics (held-out test data, never used for training or tuning)"
+
+
+def replace_metric_lines(card: str, metadata: ModelMetadata) -> str:
+    """The card with its metrics section re-rendered from the metadata (the rest of the card kept as it is)."""
+    start = card.find(METRICS_TITLE)
+    if start < 0:
+        return card
+    end = card.find("\n## ", start + 1)
+    return card[:start] + _section(METRICS_TITLE.removeprefix("## "), metadata.metrics).rstrip("\n") + "\n" + card[end:]
 
 
 def _section(title: str, content: dict[str, Any]) -> str:

@@ -90,3 +90,18 @@ def test_malformed_bodies_get_400(client, case, content, content_type):
 def test_server_still_answers_after_bad_bodies(client):
     client.post("/sentiment/classify", content=b"\xff" * 100, headers={"content-type": "application/json"})
     assert classify(client, ["still here?"]).status_code == 200
+
+
+BEHAVIOUR_THRESHOLD = 0.70  # the shipped model passes 0.727 of the hand-written behavioural cases
+
+
+def test_the_behavioural_test_set_passes_at_least_as_often_as_the_card_says(server_url):
+    from loadtest.sentiment_eval import behaviour
+    from modelcore.card import ModelMetadata
+    from service.launch import ROOT
+
+    served = behaviour(server_url)["pass_rate"]
+    card = ModelMetadata.read(ROOT / "artifacts" / "sentiment").metrics["behaviour"]["pass_rate"]
+    print(served)
+    assert served["overall"] >= BEHAVIOUR_THRESHOLD
+    assert served["overall"] == pytest.approx(card["overall"], abs=0.03)
