@@ -145,8 +145,24 @@ class Cluster:
         ids = self.docker(1, "service", "ps", "-q", "--filter", "desired-state=running", SERVICE).split()
         if not ids:
             return []
-        rows = self.docker(1, "inspect", "--format", "{{.NodeID}} {{.Status.State}} {{.Spec.ContainerSpec.Image}}", *ids)
-        return [dict(zip(("node", "state", "image"), row.split())) for row in rows.splitlines()]
+        rows = self.docker(1, "inspect", "--format", "{{.ID}} {{.NodeID}} {{.Status.State}} {{.Spec.ContainerSpec.Image}}", *ids)
+        return [dict(zip(("id", "node", "state", "image"), row.split())) for row in rows.splitlines()]
+
+    def running_task_ids(self) -> set[str]:
+        return {task["id"] for task in self.running_tasks() if task["state"] == "running"}
+
+    def wait_for_replacement(self, before: set[str], timeout: float) -> float:
+        """Wait until a task that was not running before runs and the balancer sends to 4 replicas again."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = self.running_task_ids()
+            try:
+                if len(now) == 4 and now - before and self.replicas_up_in_balancer() == 4:
+                    return time.monotonic()
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"no replacement ready after {timeout} s: {self.replicas_per_node()}")
 
     def replicas_per_node(self) -> dict[str, int]:
         names, counts = self.node_names(), {}
