@@ -309,7 +309,9 @@ def _answers_v2_errors(handler):
         try:
             return await handler(request)
         except InputError as exc:
-            return client_error(request.path_params.get("model", "v2"), exc.status, exc.message)
+            # The metric's model label only ever takes served names: a path is anything a client sends.
+            name = request.path_params.get("model")
+            return client_error(name if name in bentoml.get_current_service().models else "v2", exc.status, exc.message)
 
     guarded.__name__ = handler.__name__
     guarded.__doc__ = handler.__doc__
