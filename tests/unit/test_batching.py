@@ -109,29 +109,26 @@ def test_a_cancelled_request_does_not_disturb_the_others():
     assert model.batch_sizes == [1]
 
 
-def test_a_full_batch_runs_at_once_without_waiting_out_the_batch_wait():
-    """With a one-minute wait and room for one item, a lone request fills the batch: it must not wait a minute."""
-    model = RecordingModel()
+def predict_one_alone(model: RecordingModel, max_batch_size: int, max_wait_ms: int) -> np.ndarray:
+    """One request on an otherwise idle batcher (30 s is a hang guard, far beyond any expected wait)."""
 
     async def scenario():
-        batcher = MicroBatcher(model, max_batch_size=1, max_wait_ms=60_000, name="t")
+        batcher = MicroBatcher(model, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, name="t")
         output = await asyncio.wait_for(predict(batcher, np.ones((1, 1))), timeout=30)
         batcher.close()
         return output
 
-    assert run(scenario()).tolist() == [[2.0]]
+    return run(scenario())
+
+
+def test_a_full_batch_runs_at_once_without_waiting_out_the_batch_wait():
+    """With a one-minute wait and room for one item, a lone request fills the batch: it must not wait a minute."""
+    assert predict_one_alone(RecordingModel(), max_batch_size=1, max_wait_ms=60_000).tolist() == [[2.0]]
 
 
 def test_with_no_batch_wait_a_lone_request_runs_alone():
     model = RecordingModel()
-
-    async def scenario():
-        batcher = MicroBatcher(model, max_batch_size=64, max_wait_ms=0, name="t")
-        output = await asyncio.wait_for(predict(batcher, np.ones((1, 1))), timeout=30)
-        batcher.close()
-        return output
-
-    assert run(scenario()).tolist() == [[2.0]]
+    assert predict_one_alone(model, max_batch_size=64, max_wait_ms=0).tolist() == [[2.0]]
     assert model.batch_sizes == [1]
 
 
