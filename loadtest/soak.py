@@ -19,6 +19,7 @@ from locust.env import Environment  # isort: skip
 import argparse
 import contextlib
 import csv
+import math
 import sys
 import time
 from datetime import datetime, timezone
@@ -54,13 +55,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 class Recorder:
     """Latencies and errors of every request, bucketed by the minute they finished in."""
 
-    def __init__(self) -> None:
+    def __init__(self, minutes: float) -> None:
         self.started = time.monotonic()
+        self.last_minute = max(0, math.ceil(minutes) - 1)
         self.minutes: dict[int, dict] = {}
 
+    def minute(self) -> int:
+        """The current minute of the soak; requests still in flight at the end count in the last one."""
+        return min(int((time.monotonic() - self.started) // 60), self.last_minute)
+
     def on_request(self, response_time: float, exception: Exception | None, **_) -> None:
-        minute = int((time.monotonic() - self.started) // 60)
-        bucket = self.minutes.setdefault(minute, {"latencies": [], "errors": 0})
+        bucket = self.minutes.setdefault(self.minute(), {"latencies": [], "errors": 0})
         bucket["latencies"].append(response_time)
         bucket["errors"] += exception is not None
 
@@ -117,10 +122,14 @@ def soak(url: str, pid: int | None, args: argparse.Namespace) -> list[dict]:
     offered = args.load_fraction * sustainable
     print(f"sustainable {sustainable:.1f} req/s (mixed user, {args.probe_users} users closed loop); "
           f"offering {offered:.1f} req/s for {args.minutes:g} min")
-    recorder, rss_by_minute = Recorder(), {}
+    recorder, rss_by_minute = Recorder(args.minutes), {}
 
     def sample() -> None:
-        minute = int((time.monotonic() - recorder.started) // 60)
+        minute = recorder.minute()
+        if minute > 0 and minute - 1 in rss_by_minute and minute not in rss_by_minute:  # progress, once a minute
+            finished = recorder.minutes.get(minute - 1, {"latencies": [], "errors": 0})
+            print(f"minute {minute} of {args.minutes:g}: {len(finished['latencies'])} requests, "
+                  f"{finished['errors']} errors, RSS {rss_by_minute[minute - 1] or 0:.1f} MB", flush=True)
         rss_by_minute[minute] = rss_mb(pid)  # the last sample of each minute
 
     run_users(url, soak_user(offered / args.users), args.users, args.minutes * 60, recorder, sample)
