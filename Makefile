@@ -77,8 +77,8 @@ sentiment: train-sentiment export-sentiment models  ## retrain, re-export and re
 eval-sentiment: $(VENV)/.dev-installed  ## macro-F1 and throughput of a running server (URL=..., PER_REQUEST=1)
 	$(BIN)/python -m loadtest.sentiment_eval --url $${URL:-http://$(HOST):$(PORT)} --texts-per-request $${PER_REQUEST:-1}
 
-train-denoise: $(VENV)/.dev-installed  ## train the denoiser (about 35 min on 2 cores)
-	$(BIN)/python -m training.denoise --out runs/denoise
+train-denoise: $(VENV)/.dev-installed  ## train the denoiser (about 2 h on 2 cores; run it again to resume after an interruption)
+	$(BIN)/python -m training.denoise --out runs/denoise --steps 40000 --eval-every 1000 --patience 10 --resume
 
 export-denoise: $(VENV)/.dev-installed  ## export runs/denoise and evaluate it against NL-means and TV on the test images
 	$(BIN)/python -m export.denoise --checkpoint runs/denoise/checkpoint.pt --out artifacts/denoise
