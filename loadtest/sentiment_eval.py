@@ -64,7 +64,7 @@ def record_behaviour(report: dict) -> None:
     """Put the behavioural pass rates into the shipped sentiment model's metadata.json and card."""
     from pathlib import Path
 
-    from modelcore.card import CARD_FILE, ModelMetadata, replace_metric_lines
+    from modelcore.card import CARD_FILE, ModelMetadata, metrics_section, with_section
 
     directory = Path(__file__).resolve().parent.parent / "artifacts" / "sentiment"
     metadata = ModelMetadata.read(directory)
@@ -72,7 +72,7 @@ def record_behaviour(report: dict) -> None:
                                      "--behaviour --record", "set": "modelcore/sentiment_behaviour.py (hand-written)"}
     (directory / "metadata.json").write_text(metadata.model_dump_json(indent=2) + "\n")
     card = directory / CARD_FILE
-    card.write_text(replace_metric_lines(card.read_text(), metadata))
+    card.write_text(with_section(card.read_text(), metrics_section(metadata.metrics)))
 
 
 def main() -> None:

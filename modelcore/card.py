@@ -91,7 +91,7 @@ class ModelMetadata(BaseModel):
                                                      "outputs": [s.model_dump() for s in self.outputs]}),
             _section("Preprocessing", self.preprocessing),
             _section("Data: provenance and licence", self.data),
-            _section(METRICS_TITLE.removeprefix("## "), self.metrics),
+            metrics_section(self.metrics),
             _section("Training", self.training),
             _section("Export", self.export),
             explanations_section(self.explanations),
@@ -112,8 +112,11 @@ def explanations_section(explanations: dict[str, Any]) -> str:
 
 
 def with_section(card: str, section: str) -> str:
-    """The card with its explanations section replaced by `section` (or added before the files line)."""
-    start = card.find(EXPLANATIONS_TITLE)
+    """The card with the section of the same title replaced by `section` (or added before the files line)."""
+    if not section:
+        return card
+    title = section.split("\n", 1)[0]
+    start = card.find(title + "\n")
     if start >= 0:
         following = [i for i in (card.find("\n## ", start + 1), card.find("\nFiles: ", start + 1)) if i >= 0]
         return card[:start] + section.rstrip("\n") + "\n" + card[min(following) if following else len(card):]
@@ -124,13 +127,8 @@ def with_section(card: str, section: str) -> str:
 METRICS_TITLE = "## Metrics (held-out test data, never used for training or tuning)"
 
 
-def replace_metric_lines(card: str, metadata: ModelMetadata) -> str:
-    """The card with its metrics section re-rendered from the metadata (the rest of the card kept as it is)."""
-    start = card.find(METRICS_TITLE)
-    if start < 0:
-        return card
-    end = card.find("\n## ", start + 1)
-    return card[:start] + _section(METRICS_TITLE.removeprefix("## "), metadata.metrics).rstrip("\n") + "\n" + card[end:]
+def metrics_section(metrics: dict[str, Any]) -> str:
+    return _section(METRICS_TITLE.removeprefix("## "), metrics)
 
 
 def _section(title: str, content: dict[str, Any]) -> str:
