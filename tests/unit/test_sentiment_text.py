@@ -1,10 +1,12 @@
 """modelcore.sentiment and modelcore.sentiment_corpus on the real tokenizer file and the real corpus."""
 
+import re
+
 import numpy as np
 import pytest
 
 from modelcore.sentiment import TOKENIZER_FILE, TextEncoder, clean_text
-from modelcore.sentiment_corpus import deduplicate, duplicate_key, load_splits
+from modelcore.sentiment_corpus import SOURCE_KEYWORDS, deduplicate, duplicate_key, load_splits
 from training.sentiment import encoder_dir
 
 
@@ -47,8 +49,8 @@ def test_copies_that_disagree_on_the_label_are_dropped():
         {"sentiment": "neutral", "confidence": "", "text": "just landed"},
         {"sentiment": "neutral", "confidence": "0.7", "text": "RT @a: just landed"},
     ]
-    texts, labels, confidence, conflicting = deduplicate(rows)
-    assert texts == ["just landed"] and labels == [1] and confidence == [1.0] and conflicting == 1
+    texts, labels, confidence, sources, conflicting = deduplicate(rows)
+    assert texts == ["just landed"] and labels == [1] and confidence == [1.0] and sources == [""] and conflicting == 1
 
 
 def test_real_corpus_splits_are_disjoint_stratified_and_fixed():
@@ -60,3 +62,16 @@ def test_real_corpus_splits_are_disjoint_stratified_and_fixed():
     assert stats["rows"] == 38158 and stats["splits"]["test"] == len(splits["test"])
     again, _ = load_splits()
     assert again["test"].texts == splits["test"].texts
+
+
+def test_every_tweet_is_given_the_source_its_topic_marks():
+    splits, stats = load_splits()
+    assert set(stats["sources"]) == set(SOURCE_KEYWORDS) and sum(stats["sources"].values()) == sum(stats["splits"].values())
+    patterns = {name: re.compile(pattern) for name, pattern in SOURCE_KEYWORDS.items()}
+    marked = [(source, [name for name, pattern in patterns.items() if pattern.search(text.lower())])
+              for source, text in zip(splits["test"].sources, splits["test"].texts)]
+    agreeing = [source in marks for source, marks in marked if marks]
+    assert len(agreeing) > 0.9 * len(marked) and np.mean(agreeing) > 0.99
+    airlines = splits["test"].where_source("us airlines")
+    others = splits["test"].where_source("us airlines", keep=False)
+    assert len(airlines) + len(others) == len(splits["test"]) and all("@" in text for text in airlines.texts[:50])
