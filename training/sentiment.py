@@ -99,6 +99,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (linear warm-up, then decay)")
     parser.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the new linear head")
+    parser.add_argument("--layer-decay", type=float, default=1.0,
+                        help="layer-wise learning-rate decay: each encoder layer below the top learns this much slower "
+                             "(embeddings slowest); 1 = one rate for the whole encoder")
     parser.add_argument("--warmup", type=float, default=0.06, help="fraction of steps spent warming up")
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--dropout", type=float, default=0.1)
@@ -207,12 +210,23 @@ def held_out_scores(model: nn.Module, text_encoder: TextEncoder, source: str, he
     return result
 
 
+def encoder_groups(encoder: nn.Module, lr: float, decay: float) -> list[dict]:
+    """Parameter groups whose rate is lr at the top layer and lr x decay^k k layers down (embeddings lowest)."""
+    if decay == 1.0:
+        return [{"params": encoder.parameters(), "lr": lr}]
+    layers = list(encoder.encoder.layer)
+    stacks = [encoder.embeddings, *layers]
+    groups = [{"params": list(stack.parameters()), "lr": lr * decay ** (len(layers) - depth)} for depth, stack in enumerate(stacks)]
+    in_stacks = {id(p) for stack in stacks for p in stack.parameters()}
+    rest = [p for p in encoder.parameters() if id(p) not in in_stacks]  # the pooler: unused by mean pooling, kept at lr
+    return groups + ([{"params": rest, "lr": lr}] if rest else [])
+
+
 def _optimizer(model: SentimentNet, args: argparse.Namespace, total_steps: int):
-    """AdamW with a faster-learning fresh head; linear warm-up then linear decay."""
-    groups = [
-        {"params": model.encoder.parameters(), "lr": args.lr},
-        {"params": model.head.parameters(), "lr": args.head_lr},
-    ]
+    """AdamW with a faster-learning fresh head (and, with --layer-decay, slower lower layers); linear warm-up
+    then linear decay."""
+    groups = [*encoder_groups(model.encoder, args.lr, args.layer_decay),
+              {"params": model.head.parameters(), "lr": args.head_lr}]
     optimizer = torch.optim.AdamW(groups, weight_decay=args.weight_decay)
     warmup = max(1, int(total_steps * args.warmup))
 
