@@ -73,9 +73,15 @@ def psnr(reference: np.ndarray, estimate: np.ndarray) -> float:
 
 
 def tiling_for(shape: tuple[int, int], max_tile: int = 512, overlap: int = 24) -> Tiling:
-    """One tile for small images (just big enough, even-sized), max_tile tiles for large ones."""
-    needed = max(shape) + 2 * overlap
-    size = min(max_tile, -(-needed // 8) * 8)  # a multiple of 8: even for pixel-unshuffle, friendly to kernels
+    """As few square tiles of at most max_tile pixels as cover the plane, each just big enough (a multiple of 8).
+
+    The network's work is the tiles' total area: a 512x512 plane takes four 304-pixel tiles (0.37 Mpx of work), not
+    four 512-pixel ones (1.05 Mpx); small planes take one tile.
+    """
+    longest_step = max_tile - 2 * overlap
+    rows, cols = (-(-side // longest_step) for side in shape)
+    step = max(-(-shape[0] // rows), -(-shape[1] // cols))
+    size = -(-(step + 2 * overlap) // 8) * 8  # a multiple of 8: even for pixel-unshuffle, friendly to kernels
     return Tiling(size=size, overlap=overlap)
 
 
@@ -103,3 +109,34 @@ def to_tiles(plane: np.ndarray, sigma: float | None, max_tile: int = 512,
 def from_tiles(output: np.ndarray, tiling: Tiling, grid: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
     """(N, 1, S', S') network output (S' >= S when batched with larger tiles) -> the denoised (H, W) plane."""
     return tiling.stitch(output[:, 0, : tiling.size, : tiling.size], grid, shape)
+
+
+# Self-ensemble: the network is not exactly symmetric, so the mean of its outputs on flipped copies of the input
+# (each flipped back) has less error than one pass. Each orientation is its own inverse on square tiles.
+ORIENTATIONS = {
+    "identity": lambda tiles: tiles,
+    "flip_lr": lambda tiles: tiles[..., ::-1],
+    "flip_ud": lambda tiles: tiles[..., ::-1, :],
+    "rot180": lambda tiles: tiles[..., ::-1, ::-1],
+}
+ORIENTATION_WORDS = {"identity": "as given", "flip_lr": "flipped left-right", "flip_ud": "flipped up-down",
+                     "rot180": "turned 180 degrees"}
+SINGLE_PASS = ("identity",)
+
+
+def oriented(tiles: np.ndarray, orientations: tuple[str, ...]) -> np.ndarray:
+    """One batch of the tiles in every orientation, orientation by orientation."""
+    return np.concatenate([np.ascontiguousarray(ORIENTATIONS[name](tiles)) for name in orientations])
+
+
+def turned_back(outputs: np.ndarray, tiles: np.ndarray, orientations: tuple[str, ...]) -> list[np.ndarray]:
+    """Each orientation's outputs for `tiles`, turned back. Outputs batched with larger tiles come zero-padded at
+    the bottom and right, so they are cut to the tiles' own size before flipping."""
+    size = tiles.shape[-2:]
+    parts = np.split(outputs[..., : size[0], : size[1]], len(orientations))
+    return [ORIENTATIONS[name](part) for name, part in zip(orientations, parts)]
+
+
+def self_ensemble(outputs: np.ndarray, tiles: np.ndarray, orientations: tuple[str, ...]) -> np.ndarray:
+    """The mean over orientations of the network's outputs for `oriented(tiles, orientations)`."""
+    return np.mean(turned_back(outputs, tiles, orientations), axis=0, dtype=np.float32)

@@ -43,8 +43,8 @@ def cors_config() -> dict:
         "access_control_allow_origins": settings.cors_origins,
         "access_control_allow_methods": ["GET", "POST"],
         "access_control_allow_headers": ["Authorization", "X-API-Key", "Content-Type", "Inference-Header-Content-Length"],
-        "access_control_expose_headers": ["X-Model-Name", "X-Model-Version", "X-Noise-Sigma", "Retry-After",
-                                          "Inference-Header-Content-Length"],
+        "access_control_expose_headers": ["X-Model-Name", "X-Model-Version", "X-Noise-Sigma", "X-Noise-Level-In-Range",
+                                          "X-Denoise-Passes", "Retry-After", "Inference-Header-Content-Length"],
     }
 
 

@@ -12,7 +12,20 @@ from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from modelcore.denoise import MAX_SIGMA, Tiling, add_noise, from_tiles, psnr, to_tiles
+from modelcore.denoise import (
+    MAX_SIGMA,
+    ORIENTATION_WORDS,
+    ORIENTATIONS,
+    SINGLE_PASS,
+    Tiling,
+    add_noise,
+    from_tiles,
+    oriented,
+    psnr,
+    self_ensemble,
+    to_tiles,
+    turned_back,
+)
 from modelcore.errors import InputError
 from modelcore.images import Planes, encode_png, merge_planes, open_image, png_bytes, restated, split_planes
 from service.explain import count_explanation
@@ -70,11 +83,30 @@ def stitched_png(output: np.ndarray, tiled: Tiled) -> bytes:
     return encode_png(merge_planes(rebuilt))
 
 
+async def cut_upload(model: OnnxModel, data: bytes, sigma: float | None, where: str) -> Tiled:
+    """tiled_upload off the event loop, with the model's noise-level calibration; bad files restated as 4xx."""
+    calibration = model.metadata.preprocessing.get("sigma_calibration")
+    return await asyncio.to_thread(restated, lambda upload: tiled_upload(upload, sigma, calibration), data, where=where)
+
+
+async def run_oriented(model: OnnxModel, tiled: Tiled, orientations: tuple[str, ...]) -> np.ndarray:
+    """The network's outputs for every tile in every orientation, in one batched call."""
+    tiles = oriented(tiled.tiles, orientations)
+    return await model.predict(model.feeds(tiles, np.tile(tiled.levels, (len(orientations), 1))))
+
+
+def served_orientations(model: OnnxModel) -> tuple[str, ...]:
+    """The passes /denoise averages: the model's self-ensemble (its card's figures use it) unless turned off."""
+    if not get_settings().denoise_self_ensemble:
+        return SINGLE_PASS
+    return tuple(model.metadata.preprocessing.get("self_ensemble", SINGLE_PASS))
+
+
 async def denoised(model: OnnxModel, data: bytes, sigma: float | None, where: str) -> tuple[bytes, np.ndarray]:
     """(the cleaned image as PNG, the noise level used per channel) for one uploaded image file."""
-    calibration = model.metadata.preprocessing.get("sigma_calibration")
-    tiled = await asyncio.to_thread(restated, lambda upload: tiled_upload(upload, sigma, calibration), data, where=where)
-    output = await model.predict(model.feeds(tiled.tiles, tiled.levels))
+    tiled = await cut_upload(model, data, sigma, where)
+    orientations = served_orientations(model)
+    output = self_ensemble(await run_oriented(model, tiled, orientations), tiled.tiles, orientations)
     return await asyncio.to_thread(stitched_png, output, tiled), tiled.levels_per_plane
 
 
@@ -90,17 +122,12 @@ def in_trained_range(model: OnnxModel, levels: np.ndarray) -> bool:
 
 # Explanations: what was removed, and where to doubt it -------------------------------------------
 
-# Square tiles go through the network as given, flipped left-right, flipped up-down and turned 180 degrees; each
-# output is turned back. Where the four disagree the result is uncertain (rank correlation with the actual error
-# on 16x16 blocks of the test images: the denoise card).
-PASSES = (
-    (lambda t: t, lambda t: t),
-    (lambda t: t[..., ::-1], lambda t: t[..., ::-1]),
-    (lambda t: t[..., ::-1, :], lambda t: t[..., ::-1, :]),
-    (lambda t: t[..., ::-1, ::-1], lambda t: t[..., ::-1, ::-1]),
-)
-UNCERTAINTY_METHOD = ("standard deviation over four passes (as given, flipped left-right, flipped up-down, turned "
-                      "180 degrees), per pixel")
+# Square tiles go through the network in all four orientations; each output is turned back. Where the four
+# disagree the result is uncertain (rank correlation with the actual error on 16x16 blocks of the test images:
+# the denoise card).
+EXPLAIN_ORIENTATIONS = tuple(ORIENTATIONS)
+UNCERTAINTY_METHOD = (f"standard deviation over four passes ({', '.join(ORIENTATION_WORDS[name] for name in EXPLAIN_ORIENTATIONS)}), "
+                      "per pixel")
 
 
 def map_png(planes: list[np.ndarray], offset: float, gain: float) -> str:
@@ -114,7 +141,7 @@ def map_png(planes: list[np.ndarray], offset: float, gain: float) -> str:
 
 def explanation(tiled: Tiled, outputs: np.ndarray) -> dict:
     """From the four passes' outputs (4 x N tiles): the noise removed and the uncertainty, as PNG maps with their scales."""
-    passes = [undo(part) for (_, undo), part in zip(PASSES, np.split(outputs, len(PASSES)))]
+    passes = turned_back(outputs, tiled.tiles, EXPLAIN_ORIENTATIONS)
     mean, spread = np.mean(passes, axis=0), np.std(passes, axis=0)
     per_plane = len(tiled.planes.planes)
 
@@ -136,11 +163,8 @@ def explanation(tiled: Tiled, outputs: np.ndarray) -> dict:
 
 
 async def explain(model: OnnxModel, data: bytes, sigma: float | None) -> dict:
-    calibration = model.metadata.preprocessing.get("sigma_calibration")
-    tiled = await asyncio.to_thread(restated, lambda upload: tiled_upload(upload, sigma, calibration), data,
-                                    where="in the multipart field 'image'")
-    tiles = np.concatenate([np.ascontiguousarray(apply(tiled.tiles)) for apply, _ in PASSES])
-    outputs = await model.predict(model.feeds(tiles, np.tile(tiled.levels, (len(PASSES), 1))))
+    tiled = await cut_upload(model, data, sigma, where="in the multipart field 'image'")
+    outputs = await run_oriented(model, tiled, EXPLAIN_ORIENTATIONS)
     maps = await asyncio.to_thread(explanation, tiled, outputs)
     levels = tiled.levels_per_plane
     return {**maps, "noise_sigma": [round(float(level), 2) for level in levels], "trained_sigma_range": list(trained_range(model)),
@@ -184,7 +208,8 @@ class DenoiseAPI:
     ) -> Annotated[Path, bentoml.validators.ContentType("image/png")]:
         """Denoise one PNG or JPEG (multipart field `image`); answers the cleaned image as PNG, same size and mode
         (greyscale, RGB, alpha and 16-bit kept; palette and CMYK images come back as RGB). Colour images are
-        denoised channel by channel."""
+        denoised channel by channel; the result is the mean of the model's self-ensemble passes (the image as given
+        and turned 180 degrees, for the shipped model; header X-Denoise-Passes)."""
         model = self.models[NAME]
         png, levels = await denoised(model, image.read_bytes(), sigma, where="in the multipart field 'image'")
         headers = {
@@ -192,6 +217,7 @@ class DenoiseAPI:
             "X-Model-Version": model.version,
             "X-Noise-Sigma": ",".join(f"{level:.2f}" for level in levels),  # the level used per channel
             "X-Noise-Level-In-Range": "true" if in_trained_range(model, levels) else "false",
+            "X-Denoise-Passes": str(len(served_orientations(model))),  # self-ensemble passes averaged
         }
         return Response(png, media_type="image/png", headers=headers)
 

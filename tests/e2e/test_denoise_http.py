@@ -79,3 +79,25 @@ def test_bad_requests_get_their_4xx(client, case, files, data, status):
     response = client.post("/denoise", files={"image": (name, content, kind)}, data=data)
     assert response.status_code == status, response.text
     assert response.json()["error"]
+
+
+def test_served_answer_is_the_mean_of_the_cards_self_ensemble(client, shipped_dir):
+    import skimage.data
+
+    from export.denoise import OnnxDenoiser
+    from modelcore.card import MODEL_FILE
+    from modelcore.denoise import SINGLE_PASS, add_noise
+
+    metadata = ModelMetadata.read(shipped_dir / "denoise")
+    orientations = tuple(metadata.preprocessing["self_ensemble"])
+    noisy = add_noise(skimage.data.camera()[200:328, 150:310] / 255.0, 25.0, np.random.default_rng(4))
+    response = client.post("/denoise", files={"image": ("n.png", png(noisy), "image/png")}, data={"sigma": "25"})
+    assert response.status_code == 200 and response.headers["x-denoise-passes"] == str(len(orientations)) == "2"
+    served = np.asarray(Image.open(io.BytesIO(response.content)), dtype=np.float64)
+
+    def in_process(passes: tuple[str, ...]) -> np.ndarray:
+        plane = np.asarray(Image.open(io.BytesIO(png(noisy))), dtype=np.float32) / 255.0
+        return np.round(np.clip(OnnxDenoiser(shipped_dir / "denoise" / MODEL_FILE, orientations=passes)(plane, 25.0), 0, 1) * 255)
+
+    assert np.abs(served - in_process(orientations)).max() <= 1  # float summation order may move a pixel one level
+    assert np.abs(served - in_process(SINGLE_PASS)).max() >= 2  # and one pass alone is measurably different

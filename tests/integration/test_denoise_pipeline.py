@@ -46,7 +46,7 @@ def test_tiled_inference_matches_whole_image_inference(tiny_denoise_export):
     import skimage.data
 
     plane = add_noise(skimage.data.camera()[:600, :520] / 255.0, 25.0, np.random.default_rng(0)).astype(np.float32)
-    tiled = OnnxDenoiser(tiny_denoise_export / MODEL_FILE)(plane, sigma=25.0)  # 600x520 -> four 512 tiles
+    tiled = OnnxDenoiser(tiny_denoise_export / MODEL_FILE)(plane, sigma=25.0)  # 600x520 -> four 352-pixel tiles
     session = ort.InferenceSession(str(tiny_denoise_export / MODEL_FILE), providers=["CPUExecutionProvider"])
     whole = session.run(None, {"noisy": plane[None, None], "sigma": np.array([[25.0]], dtype=np.float32)})[0][0, 0]
     # Away from the image border, overlaps cover the receptive field: tiles are seamless.

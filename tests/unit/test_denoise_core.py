@@ -4,7 +4,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modelcore.denoise import Tiling, add_noise, estimate_sigma, from_tiles, tiling_for, to_tiles
+from modelcore.denoise import (
+    ORIENTATIONS,
+    Tiling,
+    add_noise,
+    estimate_sigma,
+    from_tiles,
+    oriented,
+    self_ensemble,
+    tiling_for,
+    to_tiles,
+)
 from modelcore.images import merge_planes, split_planes
 
 
@@ -38,9 +48,18 @@ def test_tiles_stitch_back_to_the_exact_plane(shape):
 
 
 def test_large_planes_use_bounded_tiles_and_small_ones_a_single_tile():
-    assert tiling_for((2000, 3000)).size == 512
+    large = tiling_for((2000, 3000))
+    assert large.size <= 512 and -(-2000 // large.step) * -(-3000 // large.step) == 5 * 7  # as few as 512-pixel tiles need
     small = tiling_for((100, 60))
     assert small.size == 152 and Tiling(small.size, small.overlap).step >= 100
+
+
+@pytest.mark.parametrize("side", [464, 465, 512, 1024, 1500])
+def test_tiles_are_just_big_enough_for_their_share_of_the_plane(side):
+    tiling = tiling_for((side, side))
+    per_side = -(-side // tiling.step)
+    assert per_side == -(-side // 464)  # no more tiles than 512-pixel ones would take
+    assert tiling.step - 8 < -(-side // per_side) <= tiling.step  # and each no bigger than its share needs
 
 
 def test_stitching_ignores_padding_added_by_batching_with_larger_tiles():
@@ -69,3 +88,26 @@ def test_16_bit_images_stay_16_bit():
     image = Image.fromarray(np.arange(0, 65536, 16, dtype=np.uint16).reshape(64, 64))
     rebuilt = merge_planes(split_planes(image))
     assert rebuilt.mode == "I;16" and np.array_equal(np.asarray(rebuilt), np.asarray(image))
+
+
+def a_lopsided_network(batch: np.ndarray) -> np.ndarray:
+    """Stands in for a network that is not symmetric: it smooths along rows only towards the right."""
+    return 0.5 * (batch + np.roll(batch, 1, axis=-1))
+
+
+@pytest.mark.parametrize("orientations", [("identity",), ("identity", "rot180"), tuple(ORIENTATIONS)])
+def test_self_ensemble_turns_every_pass_back_before_averaging(photo, orientations):
+    tiles = photo[None, None, :64, :64].astype(np.float32)
+    outputs = oriented(tiles, orientations)  # a network that returns its input
+    np.testing.assert_array_equal(self_ensemble(outputs, tiles, orientations), tiles)
+    lopsided = self_ensemble(a_lopsided_network(oriented(tiles, orientations)), tiles, orientations)
+    by_hand = np.mean([ORIENTATIONS[name](a_lopsided_network(ORIENTATIONS[name](tiles))) for name in orientations], axis=0)
+    np.testing.assert_allclose(lopsided, by_hand, atol=1e-6)
+
+
+def test_self_ensemble_ignores_the_padding_of_a_batch_with_larger_tiles(photo):
+    tiles = photo[None, None, :64, :64].astype(np.float32)
+    orientations = ("identity", "rot180")
+    padded = np.full((2, 1, 96, 80), 9.0, dtype=np.float32)  # the batcher zero-pads; any value must be cut off
+    padded[..., :64, :64] = oriented(tiles, orientations)
+    np.testing.assert_array_equal(self_ensemble(padded, tiles, orientations), tiles)
