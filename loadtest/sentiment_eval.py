@@ -64,15 +64,11 @@ def record_behaviour(report: dict) -> None:
     """Put the behavioural pass rates into the shipped sentiment model's metadata.json and card."""
     from pathlib import Path
 
-    from modelcore.card import CARD_FILE, ModelMetadata, metrics_section, with_section
+    from modelcore.card import record_metrics
 
     directory = Path(__file__).resolve().parent.parent / "artifacts" / "sentiment"
-    metadata = ModelMetadata.read(directory)
-    metadata.metrics["behaviour"] = {**report, "command": "make serve, then python -m loadtest.sentiment_eval "
-                                     "--behaviour --record", "set": "modelcore/sentiment_behaviour.py (hand-written)"}
-    (directory / "metadata.json").write_text(metadata.model_dump_json(indent=2) + "\n")
-    card = directory / CARD_FILE
-    card.write_text(with_section(card.read_text(), metrics_section(metadata.metrics)))
+    record_metrics(directory, {"behaviour": {**report, "command": "make serve, then python -m loadtest.sentiment_eval "
+                                             "--behaviour --record", "set": "modelcore/sentiment_behaviour.py (hand-written)"}})
 
 
 def main() -> None:

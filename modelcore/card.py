@@ -131,6 +131,19 @@ def metrics_section(metrics: dict[str, Any]) -> str:
     return _section(METRICS_TITLE.removeprefix("## "), metrics)
 
 
+def record_metrics(directory: Path, metrics: dict[str, Any], *sections: str) -> ModelMetadata:
+    """Add figures measured after export to a model's metadata.json and card (its metrics section, and any
+    `sections` by title); the model file is untouched."""
+    metadata = ModelMetadata.read(directory)
+    metadata.metrics.update(metrics)
+    (directory / METADATA_FILE).write_text(metadata.model_dump_json(indent=2) + "\n")
+    card = (directory / CARD_FILE).read_text()
+    for section in (metrics_section(metadata.metrics), *sections):
+        card = with_section(card, section)
+    (directory / CARD_FILE).write_text(card)
+    return metadata
+
+
 def _section(title: str, content: dict[str, Any]) -> str:
     if not content:
         return ""

@@ -51,3 +51,19 @@ def test_leave_one_source_out_scores_the_held_out_source_separately(tmp_path):
     assert held_out["source"] == "claritin" and meta["training"]["hold_out_source"] == "claritin"
     assert held_out["test_split"]["texts"] == 64 and held_out["all"]["texts"] == 3 * 64
     assert 0.0 <= held_out["test_split"]["macro_f1"] <= 1.0
+
+
+def test_figures_recorded_after_export_land_in_metadata_and_card_once(tiny_sentiment_export, tmp_path):
+    import shutil
+
+    from modelcore.card import CARD_FILE, record_metrics
+
+    directory = shutil.copytree(tiny_sentiment_export, tmp_path / "model")
+    model_bytes = (directory / MODEL_FILE).read_bytes()
+    record_metrics(directory, {"leave_one_source_out": {"macro_f1": 0.5}}, "## Levers\n\nfirst\n")
+    record_metrics(directory, {"leave_one_source_out": {"macro_f1": 0.6}}, "## Levers\n\nsecond\n")
+    card = (directory / CARD_FILE).read_text()
+    assert ModelMetadata.read(directory).metrics["leave_one_source_out"] == {"macro_f1": 0.6}
+    assert card.count("**leave_one_source_out**") == 1 and '"macro_f1": 0.6' in card
+    assert card.count("## Levers") == 1 and "second" in card and "first" not in card
+    assert (directory / MODEL_FILE).read_bytes() == model_bytes and card.rstrip().splitlines()[-1].startswith("Files:")
