@@ -21,7 +21,7 @@ import onnxruntime as ort
 import torch
 
 from export import onnx_export
-from modelcore.card import MODEL_FILE, ModelMetadata, TensorSpec, file_sha256
+from modelcore.card import MODEL_FILE, ModelMetadata, TensorSpec, file_sha256, levers_section
 from modelcore.denoise import (
     MAX_SIGMA,
     ORIENTATIONS,
@@ -201,10 +201,7 @@ def scores(clean: np.ndarray, output: np.ndarray) -> dict:
 def psnr_section(summary: dict, levers: list[dict] | None = None) -> str:
     """The card's evaluation section, and the log of quality levers measured one at a time (metrics.levers)."""
     section = "## PSNR / SSIM on the seven test images (mean)\n\n" + table(summary) + f"\n\n![crops]({FIGURE_FILE})\n"
-    if levers:
-        rows = "\n".join(f"| {lever['lever']} | {lever['measured']} | {lever['kept']} |" for lever in levers)
-        section += "\n## Log of quality levers (each measured on its own)\n\n| lever | measured | kept |\n|---|---|---|\n" + rows + "\n"
-    return section
+    return section + ("\n" + levers_section(levers) if levers else "")
 
 
 def _blind_sigma(noisy: np.ndarray) -> float:

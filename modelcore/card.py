@@ -131,6 +131,17 @@ def metrics_section(metrics: dict[str, Any]) -> str:
     return _section(METRICS_TITLE.removeprefix("## "), metrics)
 
 
+LEVERS_TITLE = "## Log of quality levers (each measured on its own)"
+
+
+def levers_section(levers: list[dict[str, str]] | None) -> str:
+    """The card's table of quality levers (metrics.levers: lever, measured, kept), one row each."""
+    if not levers:
+        return ""
+    rows = "\n".join(f"| {lever['lever']} | {lever['measured']} | {lever['kept']} |" for lever in levers)
+    return f"{LEVERS_TITLE}\n\n| lever | measured | kept |\n|---|---|---|\n{rows}\n"
+
+
 def record_metrics(directory: Path, metrics: dict[str, Any], *sections: str) -> ModelMetadata:
     """Add figures measured after export to a model's metadata.json and card (its metrics section, and any
     `sections` by title); the model file is untouched."""
