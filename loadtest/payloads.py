@@ -164,9 +164,13 @@ def sentiment_feeds(model) -> Callable[[int], dict[str, np.ndarray]]:
 
 
 def denoise_feeds(model) -> Callable[[int], dict[str, np.ndarray]]:
-    from modelcore.denoise import to_tiles
+    """In-process inputs for `batch` images: each image's tiles in every orientation the server averages."""
+    from modelcore.denoise import oriented, to_tiles
+    from service.denoise import served_orientations
 
-    tiles = [to_tiles(crop, None)[0] for crop in noisy_crops()]
+    passes = served_orientations(model)
+    tiles = [{"noisy": oriented(feeds["noisy"], passes), "sigma": np.tile(feeds["sigma"], (len(passes), 1))}
+             for feeds in (to_tiles(crop, None)[0] for crop in noisy_crops())]
     return lambda batch: model.feeds(*(np.concatenate([tiles[i % len(tiles)][name] for i in range(batch)])
                                        for name in ("noisy", "sigma")))
 
