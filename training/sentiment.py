@@ -138,7 +138,7 @@ def train(args: argparse.Namespace) -> dict:
     optimizer, schedule = _optimizer(model, args, epochs * steps_per_epoch)
     stopper = EarlyStopping(patience=args.patience * args.evals_per_epoch)
     best_state, history, step = None, [], 0
-    eval_every = max(1, steps_per_epoch // args.evals_per_epoch)
+    checks = check_steps(steps_per_epoch, args.evals_per_epoch)
     print(f"sentiment: {len(train_split)} train / {len(splits['validation'])} validation / {len(splits['test'])} test texts, "
           f"{threads} threads, {epochs} epochs x {steps_per_epoch} steps")
     for epoch in range(epochs):
@@ -159,7 +159,7 @@ def train(args: argparse.Namespace) -> dict:
             step += 1
             running += loss.item()
             progress.set_postfix(loss=f"{running / index:.4f}", refresh=False)
-            if index % eval_every == 0 or index == len(batches):
+            if index in checks or index == len(batches):
                 validation = scores(splits["validation"].labels, predict_probabilities(model, encoded["validation"]), splits["validation"].confidence)
                 improved = stopper.step(validation["loss"], step)
                 history.append(dict(epoch=epoch + 1, step=step, train_loss=running / index, **{f"val_{k}": v for k, v in validation.items()}))
@@ -195,6 +195,12 @@ def train(args: argparse.Namespace) -> dict:
     save_checkpoint(args.out / "checkpoint.pt", model, model_config, meta)
     print(f"wrote {args.out / 'checkpoint.pt'}")
     return meta
+
+
+def check_steps(steps_per_epoch: int, checks_per_epoch: int) -> set[int]:
+    """The steps of an epoch (1-based) after which validation runs: evenly spaced, the last at the epoch's end."""
+    count = max(1, min(checks_per_epoch, steps_per_epoch))
+    return {round(steps_per_epoch * k / count) for k in range(1, count + 1)}
 
 
 def held_out_scores(model: nn.Module, text_encoder: TextEncoder, source: str, held_out: dict[str, Split]) -> dict:

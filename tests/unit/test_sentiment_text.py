@@ -75,3 +75,10 @@ def test_every_tweet_is_given_the_source_its_topic_marks():
     airlines = splits["test"].where_source("us airlines")
     others = splits["test"].where_source("us airlines", keep=False)
     assert len(airlines) + len(others) == len(splits["test"]) and all("@" in text for text in airlines.texts[:50])
+
+
+@pytest.mark.parametrize(("steps", "checks", "expected"), [(778, 2, {389, 778}), (465, 2, {232, 465}), (1, 2, {1}), (10, 3, {3, 7, 10})])
+def test_validation_checks_are_evenly_spaced_and_never_back_to_back(steps, checks, expected):
+    from training.sentiment import check_steps
+
+    assert check_steps(steps, checks) == expected
