@@ -45,6 +45,8 @@ NLM_FACTORS = (0.6, 0.8, 1.0, 1.2, 1.4)
 # What the service averages (metadata preprocessing.self_ensemble): +0.05-0.08 dB for twice one pass's compute,
 # within the 2x latency budget; all four orientations gain ~0.05 dB more at twice that again.
 SHIPPED_ENSEMBLE = ("identity", "rot180")
+SELF_ENSEMBLE_METHOD = ("the mean of the network's outputs on the tiles in each orientation listed in self_ensemble, each "
+                        "turned back (modelcore.denoise.ORIENTATIONS)")
 TILING = ("as few square tiles (at most 512x512, each just big enough) as cover the plane, with 24-pixel overlaps "
           "(the network's receptive radius): modelcore.denoise.tiling_for")
 TV_WEIGHTS = (0.02, 0.04, 0.06, 0.08, 0.12, 0.16, 0.24)
@@ -183,7 +185,8 @@ def reevaluate(directory: Path, orientations: tuple[str, ...] | None = None, ref
             rows.append({"sigma": sigma, "image": name, "method": "model_sigma_hint", **scores(clean, model(noisy, sigma))})
     order = list(dict.fromkeys(row["method"] for row in metadata.metrics["per_image"]))
     rows.sort(key=lambda row: (row["sigma"], order.index(row["method"])))
-    metadata.preprocessing.update(sigma_calibration=calibration, self_ensemble=list(orientations), tiling=TILING)
+    metadata.preprocessing.update(sigma_calibration=calibration, self_ensemble=list(orientations), tiling=TILING,
+                                  self_ensemble_method=SELF_ENSEMBLE_METHOD)
     metadata.metrics.update(per_image=rows, summary=summarise(rows), timing=time_512(directory / MODEL_FILE, orientations))
     figure(model, directory / FIGURE_FILE, h_factor=metadata.metrics["tuned_baselines"]["25.0"]["nlm_h_factor"])
     metadata.export["reevaluated"] = {"commit": git_commit(), "command": " ".join(["python -m export.denoise", *sys.argv[1:]])}
@@ -338,9 +341,7 @@ def describe(trained: dict, model_config: dict, checked: dict, metrics: dict, pa
                        "colour": "each channel denoised as its own plane (alpha kept as is)",
                        "noise_level": "caller's hint, else Donoho's MAD estimate on the finest Haar diagonal band, "
                                       "corrected above 35 by sigma_calibration (fitted on training images)",
-                       "tiling": TILING,
-                       "self_ensemble_method": "the mean of the network's outputs on the tiles in each orientation "
-                                               "listed in self_ensemble, each turned back (modelcore.denoise.ORIENTATIONS)"},
+                       "tiling": TILING, "self_ensemble_method": SELF_ENSEMBLE_METHOD},
         data=trained["data"],
         training=dict(trained["training"], architecture="Denoiser (pixel-unshuffle, conv-BN-ReLU stack, residual)",
                       model_config=model_config),
