@@ -67,7 +67,8 @@ class SteadyLoad:
 
     def __init__(self, url: str, rate: float) -> None:
         self.url, self.rate = url, max(1.0, rate)
-        self.results: list[tuple[float, str | None]] = []  # (seconds since start, None or what went wrong)
+        self.results: list[tuple[float, float, str | None]] = []  # (sent, answered: seconds since start; None or what went wrong)
+        self.started = time.monotonic()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
@@ -75,11 +76,12 @@ class SteadyLoad:
         cycle = itertools.cycle(mixed_requests())
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
         async with httpx.AsyncClient(base_url=self.url, timeout=60, limits=limits) as client:
-            started, tasks = time.monotonic(), []
+            started, tasks = self.started, []
 
             async def one(model, request) -> None:
                 sent = time.monotonic() - started
-                self.results.append((sent, await send(client, model, request)))
+                wrong = await send(client, model, request)
+                self.results.append((sent, time.monotonic() - started, wrong))
 
             for n in itertools.count():
                 if self.stopping.is_set():
@@ -102,16 +104,23 @@ class SteadyLoad:
 
     @property
     def failures(self) -> list[str]:
-        return [wrong for _, wrong in self.results if wrong is not None]
+        return [wrong for _, _, wrong in self.results if wrong is not None]
 
     @property
     def failed(self) -> int:
         return len(self.failures)
 
+    def failed_unless_in_flight_at(self, instant: float) -> list[str]:
+        """The failures of requests that were not in flight at `instant` (time.monotonic()): sent after it, or
+        answered before it."""
+        at = instant - self.started
+        return [f"{wrong} (sent {sent:.2f} s, answered {answered:.2f} s; instant {at:.2f} s)"
+                for sent, answered, wrong in self.results if wrong is not None and not sent <= at <= answered]
+
     def answered_in_every_second(self) -> bool:
         """Some request sent in every whole second of the run got its right answer."""
-        seconds = int(max(sent for sent, _ in self.results))
-        answered = {int(sent) for sent, wrong in self.results if wrong is None}
+        seconds = int(max(sent for sent, _, _ in self.results))
+        answered = {int(sent) for sent, _, wrong in self.results if wrong is None}
         return all(second in answered for second in range(seconds))
 
 
@@ -207,14 +216,15 @@ class Cluster:
     def running_image_tags(self) -> set[str]:
         return {task["image"].split("@")[0].rsplit(":", 1)[-1] for task in self.running_tasks() if task["state"] == "running"}
 
-    def kill_one_server_process(self) -> tuple[str, int]:
-        """SIGKILL the `bentoml serve` process of a replica on node 1; (its container, requests in flight on it)."""
+    def kill_one_server_process(self) -> tuple[str, int, float]:
+        """SIGKILL the `bentoml serve` process of a replica on node 1; (its container, requests in flight on it a
+        moment before, time.monotonic() at the kill)."""
         container = self.docker(1, "ps", "-q", "--filter", f"name={SERVICE}").split()[0]
         init_pid = int(self.docker(1, "inspect", "--format", "{{.State.Pid}}", container))
         (server,) = [child for child in psutil.Process(init_pid).children() if "bentoml" in " ".join(child.cmdline())]
         in_flight = self.in_progress(container)
         server.send_signal(signal.SIGKILL)
-        return container[:12], in_flight
+        return container[:12], in_flight, time.monotonic()
 
     def in_progress(self, container: str) -> int:
         """Requests the replica itself counts as in progress (its /metrics), read from inside the container."""

@@ -63,14 +63,16 @@ def test_3_a_killed_server_process_is_replaced_within_30_s(cluster: Cluster):
     with SteadyLoad(cluster.url, rate) as load:
         time.sleep(3)
         before = cluster.running_task_ids()
-        victim, in_flight = cluster.kill_one_server_process()
-        killed = time.monotonic()
+        victim, in_flight, killed = cluster.kill_one_server_process()
         ready_after = cluster.wait_for_replacement(before, timeout=READY_WITHIN_S + 30) - killed
         time.sleep(3)
     FIGURES.update(kill_in_flight=in_flight, kill_failed=load.failed, kill_ready_s=round(ready_after, 1))
-    print(f"\nkill -9 of {victim}: {load.failed} of {load.sent} requests failed ({in_flight} in flight on it), "
-          f"a replacement ready after {ready_after:.1f} s")
-    assert load.failed <= in_flight, load.failures[:10]
+    print(f"\nkill -9 of {victim}: {load.failed} of {load.sent} requests failed ({in_flight} in flight on it a moment "
+          f"before), a replacement ready after {ready_after:.1f} s")
+    # Only requests already in flight when the process died may be lost. The replica's own count is read a moment
+    # before the signal, so it can miss one that arrived in between (CI saw 1 failed, 0 counted); the client's
+    # timestamps cannot.
+    assert not load.failed_unless_in_flight_at(killed), load.failed_unless_in_flight_at(killed)[:10]
     assert ready_after <= READY_WITHIN_S
 
 
