@@ -110,12 +110,18 @@ def export_fp32(served: torch.nn.Module, path: Path) -> None:
     onnx.checker.check_model(graph, full_check=True)
 
 
-def run(checkpoint: Path, out: Path, corpus: str | None = None, limit: int | None = None,
-        max_f1_drop: float = MAX_F1_DROP) -> ModelMetadata:
-    """Export, verify, quantise and evaluate; ship the variant that fits and keeps quality."""
+def load_classifier(checkpoint: Path) -> tuple[SentimentNet, dict, dict]:
+    """(the fine-tuned classifier, its model config, its training metadata) from a training checkpoint."""
     model_config, state_dict, trained = load_checkpoint(checkpoint)
     classifier = SentimentNet(str(encoder_dir()), dropout=model_config["dropout"], pretrained=False)
     classifier.load_state_dict(state_dict)
+    return classifier, model_config, trained
+
+
+def run(checkpoint: Path, out: Path, corpus: str | None = None, limit: int | None = None,
+        max_f1_drop: float = MAX_F1_DROP) -> ModelMetadata:
+    """Export, verify, quantise and evaluate; ship the variant that fits and keeps quality."""
+    classifier, model_config, trained = load_classifier(checkpoint)
     served = Probabilities(classifier).eval()
     splits, _ = load_splits(corpus)
     test = splits["test"] if limit is None else splits["test"].sample(limit)

@@ -20,15 +20,15 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score
 
-from export.sentiment import onnx_probabilities
+from export.sentiment import load_classifier, onnx_probabilities
 from modelcore.card import MODEL_FILE
-from modelcore.sentiment import LABELS, TOKENIZER_FILE, TextEncoder
+from modelcore.sentiment import LABELS, TOKENIZER_FILE, Encoded, TextEncoder
 from modelcore.sentiment_corpus import Split, load_splits
-from training.common import load_checkpoint
 from training.networks import SentimentNet
 from training.sentiment import encoder_dir, predict_probabilities
 
 SPLITS = ("validation", "test")
+MAX_LENGTH = 64  # tokens, as the shipped recipe (training --max-length) and the shipped card
 OFFSETS = np.round(np.arange(-1.0, 1.0001, 0.05), 2)  # added to log p(neutral) and log p(positive)
 
 
@@ -36,29 +36,20 @@ def macro_f1(labels: np.ndarray, probabilities: np.ndarray) -> float:
     return float(f1_score(labels, probabilities.argmax(axis=1), average="macro", labels=range(len(LABELS))))
 
 
-def checkpoint_model(path: Path) -> SentimentNet:
-    model_config, state_dict, _ = load_checkpoint(path)
-    model = SentimentNet(str(encoder_dir()), dropout=model_config["dropout"], pretrained=False)
-    model.load_state_dict(state_dict)
-    return model
-
-
 def soup(paths: list[Path]) -> SentimentNet:
     """One model whose weights are the mean of the checkpoints' (same encoder, same head shape)."""
-    models = [checkpoint_model(path) for path in paths]
+    models = [load_classifier(path)[0] for path in paths]
     states = [model.state_dict() for model in models]
     averaged = {key: torch.stack([state[key].float() for state in states]).mean(0).to(states[0][key].dtype) for key in states[0]}
     models[0].load_state_dict(averaged)
     return models[0]
 
 
-def probabilities_of(candidate: Path | SentimentNet, splits: dict[str, Split], max_length: int = 64) -> dict[str, np.ndarray]:
+def probabilities_of(candidate: Path | SentimentNet, encoded: dict[str, Encoded]) -> dict[str, np.ndarray]:
     """Validation and test probabilities of one candidate."""
-    encoder = TextEncoder(encoder_dir() / TOKENIZER_FILE, max_length)
-    encoded = {name: encoder.encode(splits[name].texts) for name in SPLITS}
     if isinstance(candidate, Path) and candidate.is_dir():
         return {name: onnx_probabilities(candidate / MODEL_FILE, encoded[name]) for name in SPLITS}
-    model = checkpoint_model(candidate) if isinstance(candidate, Path) else candidate
+    model = load_classifier(candidate)[0] if isinstance(candidate, Path) else candidate
     return {name: predict_probabilities(model, encoded[name]) for name in SPLITS}
 
 
@@ -94,15 +85,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the report here as JSON")
     args = parser.parse_args()
     splits, _ = load_splits()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    each = {str(path): probabilities_of(path, splits) for path in args.candidates}
+    text_encoder = TextEncoder(encoder_dir() / TOKENIZER_FILE, MAX_LENGTH)
+    encoded = {name: text_encoder.encode(splits[name].texts) for name in SPLITS}
+    each = {str(path): probabilities_of(path, encoded) for path in args.candidates}
     report = {name: figures(probabilities, splits) for name, probabilities in each.items()}
     if len(each) > 1:
         mean = {split: np.mean([probabilities[split] for probabilities in each.values()], axis=0) for split in SPLITS}
         report["ensemble (mean probabilities of all)"] = figures(mean, splits)
     checkpoints = [path for path in args.candidates if path.suffix == ".pt"]
     if len(checkpoints) > 1:
-        report["soup (mean weights of the checkpoints)"] = figures(probabilities_of(soup(checkpoints), splits), splits)
+        report["soup (mean weights of the checkpoints)"] = figures(probabilities_of(soup(checkpoints), encoded), splits)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

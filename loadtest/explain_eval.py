@@ -247,14 +247,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def record(directory: Path, explanations: dict) -> None:
     """Put the explanations' description and figures into a shipped model's metadata.json and MODEL_CARD.md."""
-    from modelcore.card import CARD_FILE, METADATA_FILE, ModelMetadata, explanations_section, with_section
+    from modelcore.card import CARD_FILE, METADATA_FILE, ModelMetadata, explanations_section
 
     metadata = ModelMetadata.read(directory)
     metadata.explanations = explanations
-    (directory / METADATA_FILE).write_text(metadata.model_dump_json(indent=2) + "\n")
-    card = directory / CARD_FILE
-    card.write_text(with_section(card.read_text(), explanations_section(explanations)))
-    print(f"recorded in {directory / METADATA_FILE} and {card}")
+    metadata.rewrite(directory, explanations_section(explanations))
+    print(f"recorded in {directory / METADATA_FILE} and {directory / CARD_FILE}")
 
 
 if __name__ == "__main__":

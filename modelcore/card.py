@@ -67,6 +67,15 @@ class ModelMetadata(BaseModel):
         (directory / METADATA_FILE).write_text(self.model_dump_json(indent=2) + "\n")
         (directory / CARD_FILE).write_text(self.render_card(card_extra))
 
+    def rewrite(self, directory: Path, *sections: str) -> None:
+        """Write `metadata.json`, and replace these sections (by title) of the card already there: for figures
+        measured after export, whose card has sections only the export renders."""
+        (directory / METADATA_FILE).write_text(self.model_dump_json(indent=2) + "\n")
+        card = (directory / CARD_FILE).read_text()
+        for section in sections:
+            card = with_section(card, section)
+        (directory / CARD_FILE).write_text(card)
+
     def summary_info(self) -> dict[str, Any]:
         """The public description served by the models endpoint (no training internals)."""
         return {
@@ -147,11 +156,7 @@ def record_metrics(directory: Path, metrics: dict[str, Any], *sections: str) -> 
     `sections` by title); the model file is untouched."""
     metadata = ModelMetadata.read(directory)
     metadata.metrics.update(metrics)
-    (directory / METADATA_FILE).write_text(metadata.model_dump_json(indent=2) + "\n")
-    card = (directory / CARD_FILE).read_text()
-    for section in (metrics_section(metadata.metrics), *sections):
-        card = with_section(card, section)
-    (directory / CARD_FILE).write_text(card)
+    metadata.rewrite(directory, metrics_section(metadata.metrics), *sections)
     return metadata
 
 

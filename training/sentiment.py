@@ -159,7 +159,7 @@ def train(args: argparse.Namespace) -> dict:
             step += 1
             running += loss.item()
             progress.set_postfix(loss=f"{running / index:.4f}", refresh=False)
-            if index in checks or index == len(batches):
+            if index in checks:
                 validation = scores(splits["validation"].labels, predict_probabilities(model, encoded["validation"]), splits["validation"].confidence)
                 improved = stopper.step(validation["loss"], step)
                 history.append(dict(epoch=epoch + 1, step=step, train_loss=running / index, **{f"val_{k}": v for k, v in validation.items()}))
