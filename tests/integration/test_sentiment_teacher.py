@@ -1,0 +1,89 @@
+"""Distillation: a (tiny, random) MPNet teacher trained on cached lower-layer states, its logits keyed by text,
+and a one-batch student run that learns from them."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from modelcore.sentiment import TOKENIZER_FILE, TextEncoder
+from modelcore.sentiment_corpus import load_splits
+from training.sentiment import encoder_dir, parse_args, teacher_logits, train, training_loss
+from training.sentiment_teacher import TopLayers, load_encoder, text_keys
+from training.sentiment_teacher import parse_args as teacher_args
+from training.sentiment_teacher import train as train_teacher
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    """A three-layer MPNet with random weights, on the shipped encoder's WordPiece vocabulary."""
+    from transformers import MPNetConfig, MPNetModel
+
+    directory = tmp_path_factory.mktemp("tiny-mpnet")
+    torch.manual_seed(0)
+    config = MPNetConfig(vocab_size=30527, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64)
+    MPNetModel(config).save_pretrained(directory)
+    shutil.copy(encoder_dir() / TOKENIZER_FILE, directory / TOKENIZER_FILE)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def teacher_run(teacher_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher")
+    meta = train_teacher(teacher_args(["--teacher-dir", str(teacher_dir), "--out", str(out), "--dry-run", "--threads", "1"]))
+    return out, meta
+
+
+def test_top_layers_on_cached_states_reproduce_the_whole_encoder(teacher_dir):
+    encoder = load_encoder(teacher_dir).eval()
+    encoded = TextEncoder(teacher_dir / TOKENIZER_FILE, 64).encode(["great flight!", "the worst delay ever, never again", "ok"])
+    ids, mask = torch.from_numpy(encoded.input_ids), torch.from_numpy(encoded.attention_mask)
+    with torch.no_grad():
+        whole = encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        top = TopLayers(encoder, 2, dropout=0.1).eval().encode(whole.hidden_states[1], mask)
+    real = mask.bool()
+    torch.testing.assert_close(top[real], whole.last_hidden_state[real], rtol=1e-5, atol=1e-5)
+
+
+def test_teacher_writes_logits_keyed_by_text_and_resumes_from_its_cache(teacher_run, teacher_dir):
+    out, meta = teacher_run
+    saved = np.load(out / "teacher_logits.npz")
+    splits, _ = load_splits()
+    train_split = splits["train"].sample(64)
+    assert saved["train"].shape == (64, 3) and np.isfinite(saved["train"]).all()
+    np.testing.assert_array_equal(saved["train_keys"], text_keys(train_split.texts))
+    assert set(meta["metrics"]) == {"validation", "test"} and (out / "teacher.json").exists()
+    cached = {path: path.stat().st_mtime_ns for path in (out / "cache").iterdir()}
+    assert len(cached) == 3
+    train_teacher(teacher_args(["--teacher-dir", str(teacher_dir), "--out", str(out), "--dry-run", "--threads", "1"]))
+    assert {path: path.stat().st_mtime_ns for path in (out / "cache").iterdir()} == cached
+
+
+def test_student_distils_from_the_teacher_and_records_it(teacher_run, tmp_path):
+    out, teacher_meta = teacher_run
+    meta = train(parse_args(["--dry-run", "--out", str(tmp_path), "--threads", "1", "--teacher", str(out / "teacher_logits.npz")]))
+    assert meta["distillation"]["teacher_metrics"] == teacher_meta["metrics"]
+    assert meta["distillation"]["weight"] == 0.5 and meta["training"]["teacher"].endswith("teacher_logits.npz")
+
+
+def test_student_refuses_logits_made_for_other_texts(teacher_run):
+    out, _ = teacher_run
+    splits, _ = load_splits()
+    with pytest.raises(SystemExit, match="no logits for 64 of the 64"):
+        teacher_logits(out / "teacher_logits.npz", splits["validation"].sample(64))
+
+
+def test_teacher_cannot_be_combined_with_a_held_out_source():
+    with pytest.raises(SystemExit):  # the teacher saw every source: the held-out one would leak through it
+        parse_args(["--teacher", "runs/sentiment-teacher/teacher_logits.npz", "--hold-out-source", "claritin"])
+
+
+def test_distillation_loss_mixes_the_label_and_the_teacher_terms():
+    splits, _ = load_splits()
+    split, rows = splits["train"].sample(8), np.arange(8)
+    logits = torch.randn(8, 3)
+    mix = parse_args(["--distill-weight", "1.0"])
+    assert training_loss(logits, split, rows, logits.numpy(), mix).item() == pytest.approx(0.0, abs=1e-6)
+    hard_only = training_loss(logits, split, rows, None, mix)
+    assert training_loss(logits, split, rows, np.zeros((8, 3), np.float32), parse_args(["--distill-weight", "0.0"])).item() == pytest.approx(hard_only.item())
