@@ -110,12 +110,12 @@ class SteadyLoad:
     def failed(self) -> int:
         return len(self.failures)
 
-    def failed_unless_in_flight_at(self, instant: float) -> list[str]:
-        """The failures of requests that were not in flight at `instant` (time.monotonic()): sent after it, or
-        answered before it."""
-        at = instant - self.started
-        return [f"{wrong} (sent {sent:.2f} s, answered {answered:.2f} s; instant {at:.2f} s)"
-                for sent, answered, wrong in self.results if wrong is not None and not sent <= at <= answered]
+    def failed_unless_in_flight_during(self, start: float, end: float) -> list[str]:
+        """The failures of requests that were not in flight at any moment from `start` to `end` (time.monotonic()):
+        sent after the end, or answered before the start."""
+        start, end = start - self.started, end - self.started
+        return [f"{wrong} (sent {sent:.2f} s, answered {answered:.2f} s; window {start:.2f}-{end:.2f} s)"
+                for sent, answered, wrong in self.results if wrong is not None and not (sent <= end and answered >= start)]
 
     def answered_in_every_second(self) -> bool:
         """Some request sent in every whole second of the run got its right answer."""
@@ -216,15 +216,19 @@ class Cluster:
     def running_image_tags(self) -> set[str]:
         return {task["image"].split("@")[0].rsplit(":", 1)[-1] for task in self.running_tasks() if task["state"] == "running"}
 
-    def kill_one_server_process(self) -> tuple[str, int, float]:
+    def kill_one_server_process(self) -> tuple[str, int, float, float]:
         """SIGKILL the `bentoml serve` process of a replica on node 1; (its container, requests in flight on it a
-        moment before, time.monotonic() at the kill)."""
+        moment before, time.monotonic() at the kill, and when the last of its processes had gone: its workers
+        outlive it briefly, and may be cut off mid-answer then)."""
         container = self.docker(1, "ps", "-q", "--filter", f"name={SERVICE}").split()[0]
         init_pid = int(self.docker(1, "inspect", "--format", "{{.State.Pid}}", container))
         (server,) = [child for child in psutil.Process(init_pid).children() if "bentoml" in " ".join(child.cmdline())]
+        tree = [server, *server.children(recursive=True)]
         in_flight = self.in_progress(container)
         server.send_signal(signal.SIGKILL)
-        return container[:12], in_flight, time.monotonic()
+        killed = time.monotonic()
+        psutil.wait_procs(tree, timeout=30)
+        return container[:12], in_flight, killed, time.monotonic()
 
     def in_progress(self, container: str) -> int:
         """Requests the replica itself counts as in progress (its /metrics), read from inside the container."""

@@ -63,16 +63,18 @@ def test_3_a_killed_server_process_is_replaced_within_30_s(cluster: Cluster):
     with SteadyLoad(cluster.url, rate) as load:
         time.sleep(3)
         before = cluster.running_task_ids()
-        victim, in_flight, killed = cluster.kill_one_server_process()
+        victim, in_flight, killed, gone = cluster.kill_one_server_process()
         ready_after = cluster.wait_for_replacement(before, timeout=READY_WITHIN_S + 30) - killed
         time.sleep(3)
-    FIGURES.update(kill_in_flight=in_flight, kill_failed=load.failed, kill_ready_s=round(ready_after, 1))
+    FIGURES.update(kill_in_flight=in_flight, kill_failed=load.failed, kill_ready_s=round(ready_after, 1),
+                   kill_dying_s=round(gone - killed, 2))
     print(f"\nkill -9 of {victim}: {load.failed} of {load.sent} requests failed ({in_flight} in flight on it a moment "
-          f"before), a replacement ready after {ready_after:.1f} s")
-    # Only requests already in flight when the process died may be lost. The replica's own count is read a moment
-    # before the signal, so it can miss one that arrived in between (CI saw 1 failed, 0 counted); the client's
-    # timestamps cannot.
-    assert not load.failed_unless_in_flight_at(killed), load.failed_unless_in_flight_at(killed)[:10]
+          f"before; its processes gone {gone - killed:.2f} s after the signal), a replacement ready after {ready_after:.1f} s")
+    # Only requests in flight while the replica was dying may be lost: from the signal until its last process had
+    # gone (its workers outlive the killed server briefly; CI once lost a request sent 70 ms after the signal). The
+    # replica's own in-progress count, read a moment before the signal, cannot see those; the client's timestamps can.
+    lost_outside = load.failed_unless_in_flight_during(killed, gone)
+    assert not lost_outside, lost_outside[:10]
     assert ready_after <= READY_WITHIN_S
 
 
