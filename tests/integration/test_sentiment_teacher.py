@@ -83,9 +83,30 @@ def test_student_refuses_logits_made_for_other_texts(teacher_run):
         teacher_logits(out / "teacher_logits.npz", splits["validation"].sample(64))
 
 
-def test_teacher_cannot_be_combined_with_a_held_out_source():
-    with pytest.raises(SystemExit):  # the teacher saw every source: the held-out one would leak through it
-        parse_args(["--teacher", "runs/sentiment-teacher/teacher_logits.npz", "--hold-out-source", "claritin"])
+def test_a_student_holding_a_source_out_refuses_a_teacher_that_saw_it(teacher_run, tmp_path):
+    out, _ = teacher_run  # the teacher saw every source: the held-out one would leak through its logits
+    with pytest.raises(SystemExit, match="held out no source, this run claritin"):
+        train(parse_args(["--dry-run", "--out", str(tmp_path), "--threads", "1", "--hold-out-source", "claritin",
+                          "--teacher", str(out / "teacher_logits.npz")]))
+
+
+def test_leave_one_source_out_distils_from_a_teacher_that_held_out_the_same_source(teacher_dir, tmp_path):
+    teacher_out = tmp_path / "teacher"
+    teacher_meta = train_teacher(teacher_args(["--teacher-dir", str(teacher_dir), "--out", str(teacher_out), "--dry-run",
+                                               "--threads", "1", "--hold-out-source", "claritin"]))
+    held_out = teacher_meta["metrics"]["leave_one_source_out"]
+    assert held_out["source"] == "claritin" and held_out["test_split"]["texts"] == 64
+    saved = np.load(teacher_out / "teacher_logits.npz")
+    assert str(saved["hold_out_source"]) == "claritin"
+    splits, _ = load_splits()
+    kept = splits["train"].where_source("claritin", keep=False).sample(64)
+    np.testing.assert_array_equal(saved["train_keys"], text_keys(kept.texts))
+    student = train(parse_args(["--dry-run", "--out", str(tmp_path / "student"), "--threads", "1", "--hold-out-source",
+                                "claritin", "--teacher", str(teacher_out / "teacher_logits.npz")]))
+    assert student["metrics"]["leave_one_source_out"]["source"] == "claritin"
+    assert student["distillation"]["teacher_metrics"]["leave_one_source_out"] == held_out
+    with pytest.raises(SystemExit, match="held out claritin, this run no source"):
+        teacher_logits(teacher_out / "teacher_logits.npz", kept)
 
 
 def test_distillation_loss_mixes_the_label_and_the_teacher_terms():
