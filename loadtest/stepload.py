@@ -81,7 +81,10 @@ def step_table(history_csv: Path) -> list[dict]:
         if users == 0:
             continue
         start = int(step[0]["Timestamp"])
-        steady = [r for r in step if int(r["Timestamp"]) - start >= SETTLE_SECONDS] or step
+        settled = sum(int(r["Timestamp"]) - start >= SETTLE_SECONDS for r in step)
+        # Counted from the row before the settled ones (the cumulative count where they begin): on a busy machine
+        # locust may write a single settled row, which alone spans no time.
+        steady = step[-settled - 1:] if settled else step
         last = steady[-1]
         table.append({
             "users": users,

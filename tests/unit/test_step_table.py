@@ -28,3 +28,11 @@ def test_rates_come_from_the_cumulative_counts_after_the_settling_seconds(tmp_pa
     assert table[0]["requests_per_s"] == 10 and table[0]["failures_per_s"] == 0
     assert table[1]["requests_per_s"] == 30 and table[1]["failures_per_s"] == 1
     assert table[0]["p50_ms"] == 20 and table[0]["p99_ms"] is None
+
+
+def test_a_step_with_one_settled_row_counts_from_the_row_before_it(tmp_path):
+    # CI-like history from a loaded box: the 2-user step's rows at +0, +1, +2 s, so one row is past the settling time
+    rows = [(0, 0, 0, 0), (2, 2, 0, 0), (3, 2, 56, 0), (4, 2, 151, 0)] + [(s, 4, 151 + 80 * (s - 4), 0) for s in range(5, 9)]
+    table = step_table(history(tmp_path / "h.csv", rows))
+    assert table[0]["requests_per_s"] == 95 and table[0]["failures_per_s"] == 0
+    assert table[1]["requests_per_s"] == 80
