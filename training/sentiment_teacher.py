@@ -228,7 +228,8 @@ def train(args: argparse.Namespace) -> dict:
     logits = {name: logits_of(model, states[name], encoded[name]) for name in splits}
     figures = {name: scores(splits[name].labels, softmax(logits[name])) for name in ("validation", "test")}
     if held_out:
-        figures["leave_one_source_out"] = held_out_figures(model, args.hold_out_source, held_out["test"], held_out_encoded, held_out_states)
+        figures["leave_one_source_out"] = held_out_figures(model, args.hold_out_source, held_out["test"],
+                                                           held_out_encoded, held_out_states)
     seconds = time.perf_counter() - started
     print(f"teacher: validation macro-F1 {figures['validation']['macro_f1']:.4f}, test {figures['test']['macro_f1']:.4f}; {seconds:.0f} s")
     np.savez(args.out / "teacher_logits.npz", **logits, **{f"{name}_keys": text_keys(split.texts) for name, split in splits.items()},
