@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import itertools
 import os
 import subprocess
 import sys
@@ -52,7 +53,8 @@ def run_locust(url: str, args: argparse.Namespace) -> tuple[int, float]:
     """Run the step-load; returns (locust's exit status, the generator's mean CPU use in % of one core)."""
     steps = args.max_users // args.step_users
     env = {**os.environ, "PYTHONPATH": str(ROOT), "STEP_USERS": str(args.step_users),
-           "MAX_USERS": str(args.max_users), "STEP_SECONDS": str(args.step_seconds)}
+           "MAX_USERS": str(args.max_users), "STEP_SECONDS": str(args.step_seconds),
+           "STEP_TICKS_CSV": str(args.out / "ticks.csv")}
     command = [sys.executable, "-m", "locust", "-f", "loadtest/locustfile.py,loadtest/stepshape.py", "--headless",
                "--host", url, "--csv", str(args.out / "locust"), "--csv-full-history",
                "--html", str(args.out / "report.html"), "--loglevel", "WARNING", "--only-summary", args.user]
@@ -70,38 +72,59 @@ def run_locust(url: str, args: argparse.Namespace) -> tuple[int, float]:
     return locust.returncode, sum(busy) / len(busy)
 
 
-def step_table(history_csv: Path) -> list[dict]:
-    """One row per user count from locust's per-second history: steady rate and last-window percentiles."""
-    rows = [row for row in csv.DictReader(history_csv.open()) if row["Name"] == "Aggregated"]
-    by_users: dict[int, list[dict]] = {}
-    for row in rows:
-        by_users.setdefault(int(row["User Count"]), []).append(row)
+def step_table(ticks_csv: Path, history_csv: Path) -> list[dict]:
+    """One row per step: its rate from the cumulative counts over its own window, percentiles from locust's history.
+
+    A step's window runs from its first tick past the settling seconds (users still connecting before that) to
+    the tick that starts the next step (or ends the run). The counts are locust's own cumulative totals with the
+    time they were read, so a busy machine that delays ticks shortens a window but never empties it: a step that
+    answered requests never reports 0, where locust's rolling rate lags by seconds and may read 0.
+    """
+    ticks = [{"time": float(row["time"]), "users": int(row["users"]), "requests": int(row["requests"]),
+              "failures": int(row["failures"])} for row in csv.DictReader(ticks_csv.open())]
+    percentiles = last_percentiles(history_csv)
     table = []
-    for users, step in sorted(by_users.items()):
-        if users == 0:
-            continue
-        start = int(step[0]["Timestamp"])
-        settled = sum(int(r["Timestamp"]) - start >= SETTLE_SECONDS for r in step)
-        # Counted from the row before the settled ones (the cumulative count where they begin): on a busy machine
-        # locust may write a single settled row, which alone spans no time.
-        steady = step[-settled - 1:] if settled else step
-        last = steady[-1]
+    for users, window in step_windows(ticks):
         table.append({
             "users": users,
-            "requests_per_s": _rate(steady, "Requests/s", "Total Request Count"),
-            "p50_ms": _number(last["50%"]), "p95_ms": _number(last["95%"]), "p99_ms": _number(last["99%"]),
-            "failures_per_s": _rate(steady, "Failures/s", "Total Failure Count"),
+            "requests_per_s": _rate(window, "requests"),
+            **percentiles.get(users, {"p50_ms": None, "p95_ms": None, "p99_ms": None}),
+            "failures_per_s": _rate(window, "failures"),
         })
     return table
 
 
-def _rate(rows: list[dict], current: str, total: str) -> float:
-    """Per-second rate over the rows: from the cumulative count where they span time, since locust's
-    rolling "current" rate lags by seconds and reads 0 at the start of a short step on a busy machine."""
-    seconds = int(rows[-1]["Timestamp"]) - int(rows[0]["Timestamp"])
-    if seconds > 0:
-        return round((int(rows[-1][total]) - int(rows[0][total])) / seconds, 2)
-    return round(sum(float(row[current]) for row in rows) / len(rows), 2)
+def step_windows(ticks: list[dict]) -> list[tuple[int, tuple[dict, dict]]]:
+    """(users, (first tick of the measured window, the tick that ends the step)) for every step, in order."""
+    runs = [(users, list(run)) for users, run in itertools.groupby(ticks, key=lambda tick: tick["users"])]
+    windows = []
+    for index, (users, step) in enumerate(runs):
+        if not users:
+            continue
+        first = step[0]
+        end = runs[index + 1][1][0] if index + 1 < len(runs) else step[-1]  # the tick that changed the users
+        settled = [tick for tick in step if tick["time"] - first["time"] >= SETTLE_SECONDS]
+        start = settled[0] if settled and settled[0] is not end else first
+        if end["requests"] == start["requests"] and end["requests"] > first["requests"]:
+            start = first  # every answer of the step came while users were connecting: count the whole step
+        if end["time"] > start["time"]:
+            windows.append((users, (start, end)))
+    return windows
+
+
+def _rate(window: tuple[dict, dict], count: str) -> float:
+    start, end = window
+    return round((end[count] - start[count]) / (end["time"] - start["time"]), 2)
+
+
+def last_percentiles(history_csv: Path) -> dict[int, dict]:
+    """p50/p95/p99 (ms) of the last row locust wrote for each user count (its rolling window), by users."""
+    found = {}
+    for row in csv.DictReader(history_csv.open()):
+        if row["Name"] == "Aggregated" and int(row["User Count"]):
+            found[int(row["User Count"])] = {"p50_ms": _number(row["50%"]), "p95_ms": _number(row["95%"]),
+                                             "p99_ms": _number(row["99%"])}
+    return found
 
 
 def _number(value: str) -> float | None:
@@ -151,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         url = args.url or stack.enter_context(served_locally(args.out / "server.log")).url
         status, generator_cpu = run_locust(url, args)
-    table = step_table(args.out / "locust_stats_history.csv")
+    table = step_table(args.out / "ticks.csv", args.out / "locust_stats_history.csv")
     if not table:
         raise SystemExit("locust recorded no requests; see the output above")
     write_outputs(table, args.out, args.user)

@@ -19,7 +19,7 @@ def test_step_load_writes_csv_html_and_plots(server_url, tmp_path, user):
     finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-2000:]
 
-    for name in ("steps.csv", "throughput.png", "latency.png", "report.html", "locust_stats_history.csv"):
+    for name in ("steps.csv", "throughput.png", "latency.png", "report.html", "locust_stats_history.csv", "ticks.csv"):
         assert (out / name).stat().st_size > 0, name
     steps = list(csv.DictReader((out / "steps.csv").open()))
     assert [int(row["users"]) for row in steps] == [2, 4]
