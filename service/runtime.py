@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import onnxruntime as ort
@@ -24,6 +26,58 @@ PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
 }
+
+
+@dataclass(frozen=True)
+class SupportedVersions:
+    """The newest ONNX format this onnxruntime loads: IR version and default-domain (ai.onnx) opset."""
+
+    runtime: str
+    ir_version: int
+    opset: int
+
+
+@functools.cache
+def supported_versions() -> SupportedVersions:
+    """Probed from this onnxruntime with a one-node graph at each version (it publishes neither number)."""
+    return SupportedVersions(ort.__version__, _newest_loadable(lambda ir: _identity_graph(ir, 7), range(3, 40)),
+                             _newest_loadable(lambda opset: _identity_graph(7, opset), range(7, 60)))
+
+
+def _newest_loadable(graph_at: Callable[[int], bytes], versions: range) -> int:
+    newest = versions.start
+    for version in versions:
+        try:
+            ort.InferenceSession(graph_at(version), providers=["CPUExecutionProvider"])
+        except Exception:  # noqa: BLE001 - onnxruntime's own error types for a version it does not know
+            break
+        newest = version
+    return newest
+
+
+def _identity_graph(ir_version: int, opset: int) -> bytes:
+    """A serialised ONNX model y = Identity(x) over a float [1], encoded by hand: serving does not install onnx."""
+    tensor = _field(1, _field(1, 1) + _field(2, _field(1, _field(1, 1))))  # TypeProto: float, shape [1]
+    node = _field(1, b"x") + _field(2, b"y") + _field(4, b"Identity")
+    graph = _field(1, node) + _field(2, b"g") + _field(11, _field(1, b"x") + _field(2, tensor)) \
+        + _field(12, _field(1, b"y") + _field(2, tensor))
+    return _field(1, ir_version) + _field(7, graph) + _field(8, _field(1, b"") + _field(2, opset))
+
+
+def _field(number: int, value: int | bytes) -> bytes:
+    """One protobuf field: a varint, or length-delimited bytes."""
+    if isinstance(value, int):
+        return _varint(number << 3) + _varint(value)
+    return _varint(number << 3 | 2) + _varint(len(value)) + value
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append(value & 0x7F | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
 
 
 def choose_providers(wanted: str) -> list[str]:

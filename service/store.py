@@ -117,6 +117,7 @@ def graph_signature(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
     if not path.is_file():
         raise ImportRefused(f"{path} is not a file.")
+    check_runtime_supports(path)
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.onnx_cpp2py_export.shape_inference.InferenceError, OSError,
@@ -135,6 +136,29 @@ def graph_signature(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
         return TensorSpec(name=argument.name, shape=shape, dtype=ORT_TYPES[argument.type][1])
 
     return [spec(argument) for argument in session.get_inputs()], [spec(argument) for argument in session.get_outputs()]
+
+
+def check_runtime_supports(path: Path) -> None:
+    """ImportRefused, naming what this onnxruntime supports and how to export for it, for a graph stamped newer."""
+    import onnx
+
+    from service.runtime import supported_versions
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - a protobuf parse error of any kind: not an ONNX file
+        raise ImportRefused(f"{path} is not a valid ONNX model: {str(exc).splitlines()[0]}") from None
+    supported = supported_versions()
+    opset = max((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), default=0)
+    if model.ir_version <= supported.ir_version and opset <= supported.opset:
+        return
+    raise ImportRefused(
+        f"{path.name} has IR version {model.ir_version} and ai.onnx opset {opset}; this server's onnxruntime "
+        f"{supported.runtime} loads IR version <= {supported.ir_version} and opset <= {supported.opset}. Export for "
+        f"them: torch.onnx.export(..., opset_version={min(opset, supported.opset)}), or convert the file with "
+        f"onnx.version_converter.convert_version(model, {min(opset, supported.opset)}) and set "
+        f"model.ir_version = {supported.ir_version} before onnx.save."
+    )
 
 
 def main() -> None:

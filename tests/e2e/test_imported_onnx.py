@@ -40,6 +40,26 @@ def scaler(path: Path, batch: str | int = "batch") -> Path:
     return save(helper.make_graph(nodes, "scaler", [x], [y, s], [weights, axes]), path)
 
 
+def doubler_with_onnx_defaults(path: Path) -> Path:
+    """y = 2x made with the pinned onnx's own defaults (onnx 1.23: IR version 14, the newest opset)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])
+    two = helper.make_tensor("two", TensorProto.FLOAT, [1], [2.0])
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["y"])], "doubler", [x], [y], [two])
+    onnx.save(helper.make_model(graph), path)
+    return path
+
+
+def newer_than_the_runtime(path: Path) -> Path:
+    """A graph stamped with an opset no onnxruntime knows yet."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "future", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 99)])
+    onnx.save(model, path)
+    return path
+
+
 def string_identity(path: Path) -> Path:
     text = helper.make_tensor_value_info("text", TensorProto.STRING, [1])
     same = helper.make_tensor_value_info("same", TensorProto.STRING, [1])
@@ -69,6 +89,8 @@ def served(home, start_server, tmp_path_factory):
         imported = import_onnx(home, str(path), "--name", name, "--labels", "a,b,c", "--description", "y = x * w")
         assert imported.returncode == 0, imported.stderr
         assert f"model store has {name}:" in imported.stdout
+    imported = import_onnx(home, str(doubler_with_onnx_defaults(graphs / "doubler.onnx")), "--name", "doubler")
+    assert imported.returncode == 0, imported.stderr
     server = start_server(home=home)
     client = triton.InferenceServerClient(server.url.removeprefix("http://"), network_timeout=60)
     yield server, client
@@ -90,6 +112,14 @@ def test_an_imported_graph_is_served_over_v2_with_no_code(served, binary):
     answer = infer(client, "scaler", x, binary)
     np.testing.assert_allclose(answer["y"], x * np.array(WEIGHTS, dtype=np.float32))
     np.testing.assert_allclose(answer["s"], x.sum(axis=1, keepdims=True))
+
+
+def test_a_graph_made_with_the_pinned_onnx_defaults_is_served(served, tmp_path):
+    _, client = served
+    assert onnx.load(str(doubler_with_onnx_defaults(tmp_path / "doubler.onnx"))).ir_version == onnx.IR_VERSION
+    x = triton.InferInput("x", [1, 2], "FP32")
+    x.set_data_from_numpy(np.array([[1.5, -2.0]], dtype=np.float32))
+    np.testing.assert_array_equal(client.infer("doubler", [x]).as_numpy("y"), [[3.0, -4.0]])
 
 
 def test_an_imported_graph_is_described_like_any_model(served):
@@ -122,13 +152,16 @@ def test_a_graph_with_a_fixed_batch_axis_runs_each_request_alone(served):
         (lambda d: scaler(d / "s.onnx"), "Bad Name", "lower-case"),
         (lambda d: string_identity(d / "t.onnx"), "strings", "not served"),
         (lambda d: d / "missing.onnx", "missing", "not a file"),
+        (lambda d: newer_than_the_runtime(d / "future.onnx"), "future", "loads IR version <= "),
     ],
-    ids=["not_onnx", "clashing_name", "bad_name", "unsupported_datatype", "missing_file"],
+    ids=["not_onnx", "clashing_name", "bad_name", "unsupported_datatype", "missing_file", "newer_than_runtime"],
 )
 def test_refused_imports_say_why_and_write_nothing(home, tmp_path, make_file, name, fragment):
     before = store_listing(home)
     refused = import_onnx(home, str(make_file(tmp_path)), "--name", name)
     assert refused.returncode != 0 and fragment in refused.stderr, refused.stderr
+    if name == "future":  # names what the runtime takes and how to export for it
+        assert "opset 99" in refused.stderr and "opset_version=" in refused.stderr
     assert store_listing(home) == before
 
 
