@@ -21,7 +21,11 @@ export CONTAINERS_CONF ?= $(CURDIR)/deploy/container/containers.conf
 export CONTAINERS_STORAGE_CONF ?= $(CURDIR)/.containers/storage.conf
 VARIANT ?= cpu
 
-.PHONY: serve test test-tools models train-digits export-digits digits eval-digits eval-ood eval-explain train-sentiment-teacher train-sentiment export-sentiment sentiment eval-sentiment train-denoise export-denoise denoise eval-denoise loadtest soak benchmark bench-tools bento container-tools base-image image images serve-image test-container cluster-up cluster-down test-cluster test-deploy clean
+.PHONY: help serve test test-tools models train-digits export-digits digits eval-digits eval-ood eval-explain train-sentiment-teacher train-sentiment export-sentiment sentiment eval-sentiment train-denoise export-denoise denoise eval-denoise loadtest soak benchmark bench-tools bento container-tools base-image image images serve-image test-container cluster-up cluster-down test-cluster test-deploy clean
+
+help:  ## list the targets and what each does
+	@echo "make TARGET - the two a new user needs: serve and test"
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-zA-Z_-]+:[^#]*## / {printf "  %-24s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 serve: $(VENV)/.serve-installed models  ## serve the shipped models on $(HOST):$(PORT) in the foreground
 	MODEL_SERVER_HOST=$(HOST) MODEL_SERVER_PORT=$(PORT) exec $(BIN)/bentoml serve service.app:ModelServer
@@ -33,20 +37,28 @@ test-tools:  ## Chromium and the DejaVu fonts from Debian's packages (apt-get as
 	tests/install-tools.sh
 
 models: $(VENV)/.serve-installed  ## import the shipped artifacts/ into the BentoML model store
+	@echo "[set-up] importing the shipped models into the model store ($(BENTOML_HOME))"
 	$(BIN)/python -m service.store import-shipped
 
+# Set-up says what it is doing: one line per step, then pip's own progress (a first install takes minutes).
 $(VENV)/bin/python:
+	@echo "[set-up] creating the virtual environment $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	@echo "[set-up] upgrading pip"
+	$(BIN)/pip install --progress-bar on --upgrade pip
 
 $(VENV)/.serve-installed: pyproject.toml constraints.txt | $(VENV)/bin/python
-	$(BIN)/pip install -q -c constraints.txt -e '.[serve]'
+	@echo "[set-up] installing the serving packages (no torch), pinned by constraints.txt"
+	$(BIN)/pip install --progress-bar on -c constraints.txt -e '.[serve]'
 	touch $@
 
 # torch first, pinned: pip then takes the local CPU wheel instead of a multi-GB CUDA build.
 $(VENV)/.dev-installed: pyproject.toml constraints.txt | $(VENV)/bin/python
-	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e '.[serve,train,dev]'
+	@echo "[set-up] installing torch 2.13.0 (CPU build) first, so nothing pulls a CUDA build"
+	$(BIN)/pip install --progress-bar on -c constraints.txt torch==2.13.0
+	@echo "[set-up] installing the serving, training and test packages, pinned by constraints.txt"
+	$(BIN)/pip install --progress-bar on -c constraints.txt -e '.[serve,train,dev]'
+	@echo "[set-up] done: $(VENV) is ready"
 	touch $(VENV)/.serve-installed $@
 
 train-digits: $(VENV)/.dev-installed  ## retrain the digit classifier (~10 min on 2 cores)
@@ -146,5 +158,5 @@ test-cluster: $(VENV)/.dev-installed image  ## the cluster under load: scaling, 
 test-deploy: $(VENV)/.dev-installed  ## render the Kubernetes overlays and validate them (kubectl kustomize + kubernetes-validate)
 	$(BIN)/python -m pytest tests/e2e/test_deploy_manifests.py
 
-clean:
+clean:  ## remove the virtual environment, the model store and build outputs (images stay in .containers/)
 	rm -rf $(VENV) .bentoml .pytest_cache build
