@@ -295,6 +295,10 @@ def time_512(path: Path, orientations: tuple[str, ...]) -> dict:
     return timings
 
 
+# How the tests export their one-batch model: quick evaluation.
+DRY_RUN_OPTIONS = {"quick": True}
+
+
 def run(checkpoint: Path, out: Path, quick: bool = False, orientations: tuple[str, ...] = SHIPPED_ENSEMBLE) -> ModelMetadata:
     """Export, verify and evaluate (served as the mean over `orientations`); `quick` skips the test-set evaluation
     (for tests)."""

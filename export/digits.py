@@ -53,6 +53,10 @@ def parity_images(data_dir: str | None, dataset: str) -> np.ndarray:
     return prepare(images[:PARITY_IMAGES]).numpy()
 
 
+# How the tests export their one-batch model (tests/conftest.py).
+DRY_RUN_OPTIONS: dict = {}
+
+
 def run(checkpoint: Path, out: Path, data_dir: str | None = None) -> ModelMetadata:
     """Export, check, parity-test and describe one checkpoint; returns the written metadata."""
     model_config, state_dict, trained = load_checkpoint(checkpoint)

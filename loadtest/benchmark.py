@@ -4,7 +4,7 @@ a user would write instead, and a regression check against the committed baselin
     python -m loadtest.benchmark                     # about 12 minutes on 2 cores; make benchmark
     python -m loadtest.benchmark --models digits --configs 1x2,2x1 --seconds 5
 
-For every registered model (service/registry.py) and every one of its workloads, driven by wrk (one payload, a
+For every registered model (its load profile, loadtest/profiles/) and every one of its workloads, driven by wrk (one payload, a
 compiled generator whose CPU use is reported; loadtest/wrk.py):
   (a) compute limit: onnxruntime in-process on the model's real inputs, items/s at batch 1, 8, 32, 64, 128
   (b) transport limit: the diagnostics no-op endpoint taking the same payload, where the workload has one
@@ -34,9 +34,8 @@ from typing import Iterator
 import httpx
 
 from loadtest import wrk
-from loadtest.payloads import resolve
-from service.launch import ROOT, free_port, served_locally
-from service.registry import ModelEntry, Workload, entry
+from loadtest.profiles import Profile as ModelEntry, Workload, profile as entry, profiles
+from service.operations.launch import ROOT, free_port, served_locally
 
 ARTIFACTS = ROOT / "artifacts"
 BASELINE = ROOT / "docs" / "benchmark-baseline.json"
@@ -48,10 +47,8 @@ PEERS = {"fastapi_onnxruntime": "loadtest.baseline_onnx:app", "fastapi_pytorch":
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from service.registry import models
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(model.name for model in models()))
+    parser.add_argument("--models", default=",".join(model.name for model in profiles()))
     parser.add_argument("--configs", default=",".join(CONFIGS), help="workers x threads to sweep, e.g. 1x2,2x1")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per figure (after 3 s warm-up)")
@@ -69,21 +66,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def compute_limit(model: ModelEntry, seconds: float = 1.5) -> dict[int, float]:
     """items/s of onnxruntime in-process, with the service's session settings, per batch size."""
-    from service.runtime import OnnxModel
-    from service.settings import Settings
+    from service.models.registry import built_in
+    from service.operations.settings import Settings
+    from service.runtime.session import OnnxSession
 
-    served = OnnxModel(ARTIFACTS / model.name, model.name, Settings(workers=1, ort_threads=0))
-    feeds_for = resolve(model.load.compute_feeds)(served)
+    session = OnnxSession(ARTIFACTS / model.name, model.name, Settings(workers=1, ort_threads=0))
+    served = built_in(model.name)(session)
+    feeds_for = model.compute_feeds(served)
     rates = {}
     for batch in BATCHES:
         feeds = feeds_for(batch)
-        served.run(feeds)
+        session.run(feeds)
         runs, started = 0, time.perf_counter()
         while runs < 3 or time.perf_counter() - started < seconds:
-            served.run(feeds)
+            session.run(feeds)
             runs += 1
         rates[batch] = round(runs * batch / (time.perf_counter() - started), 1)
-    served.close()
+    session.close()
     return rates
 
 
@@ -91,7 +90,7 @@ def compute_limit(model: ModelEntry, seconds: float = 1.5) -> dict[int, float]:
 
 
 def first_payload(workload: Workload) -> tuple[bytes, str, dict]:
-    body, content_type, *extra = resolve(workload.payload)()[0]
+    body, content_type, *extra = workload.payload()[0]
     return body, content_type, (extra[0] if extra else {})
 
 
@@ -153,7 +152,7 @@ def measure_config(config: str, args: argparse.Namespace) -> dict:
     with served_locally(args.out / f"server-{config}.log", diagnostics="true", **settings_of(config)) as server:
         workers = max(1, len(server.workers()))
         rows = {model.name: {workload.name: measure_workload(server.url, model, workload, args)
-                             for workload in model.load.workloads} for model in args.models}
+                             for workload in model.workloads} for model in args.models}
         rss = server.rss_bytes()
     return {"workers": workers, "rss_mb_per_worker": round(rss / workers / 2**20), "models": rows}
 
@@ -184,7 +183,7 @@ def measure_peers(args: argparse.Namespace) -> dict:
     digits = next((model for model in args.models if model.name == "digits"), None)
     if digits is None:
         return {}
-    first = digits.load.workloads[0]
+    first = digits.workloads[0]
     peers = {}
     for name, app in PEERS.items():
         print(f"[benchmark] peer {name}", flush=True)
@@ -202,7 +201,7 @@ def ratios(results: dict, args: argparse.Namespace) -> dict[str, float]:
     for config, measured in results["configs"].items():
         for model in args.models:
             compute = results["compute"][model.name]
-            for workload in model.load.workloads:
+            for workload in model.workloads:
                 figures = measured["models"][model.name][workload.name]
                 served = figures["served"]["items_per_s"]
                 key = f"{config}/{model.name}/{workload.name}"
@@ -263,7 +262,7 @@ def table(results: dict, args: argparse.Namespace) -> str:
         compute = ", ".join(f"b{batch}: {rate:,.0f}" for batch, rate in results["compute"][model.name].items())
         lines += [f"### {model.name}", "", f"(a) onnxruntime in-process: {compute}", "",
                   "| workload | " + " | ".join(configs) + " |", "|---" * (len(configs) + 1) + "|"]
-        for workload in model.load.workloads:
+        for workload in model.workloads:
             row = [results["configs"][c]["models"][model.name][workload.name] for c in configs]
             lines.append(f"| `{workload.path}` {workload.name} | " + " | ".join(
                 cell(figures["served"]) + (f", batch {figures['mean_batch']}" if figures["mean_batch"] else "") for figures in row) + " |")

@@ -21,11 +21,10 @@ import aiohttp
 import numpy as np
 import psutil
 
-from loadtest.payloads import resolve
-from service.registry import models
+from loadtest.profiles import profiles
 
 # Every registered workload's payload by name (digit-png, tweet, noisy-png, ...).
-PAYLOADS = {workload.name: workload.payload for model in models() for workload in model.load.workloads}
+PAYLOADS = {workload.name: workload.payload for model in profiles() for workload in model.workloads}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -86,7 +85,7 @@ async def open_loop(session, url, bodies, recorder, rate: float, until: float) -
 
 
 async def measure(args: argparse.Namespace) -> dict:
-    bodies = resolve(PAYLOADS[args.payload])()
+    bodies = PAYLOADS[args.payload]()
     recorder = Recorder()
     connector = aiohttp.TCPConnector(limit=0 if args.rate else args.concurrency)
     timeout = aiohttp.ClientTimeout(total=60)

@@ -133,7 +133,7 @@ def digits_faithfulness(client: httpx.Client, count: int, data_dir: str | None) 
 
 def sentiment_faithfulness(client: httpx.Client, count: int) -> dict:
     from modelcore.sentiment_corpus import load_splits
-    from service.explain import without_span
+    from service.models.explain import without_span
 
     texts = [text for text in load_splits()[0]["test"].texts if len(text.split()) >= 5]
     rng = np.random.default_rng(SEED)

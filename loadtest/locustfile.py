@@ -3,7 +3,7 @@
     locust -f loadtest/locustfile.py --host http://127.0.0.1:3000 --headless -u 16 -r 16 -t 30s DigitsUser
     python -m loadtest.stepload --user MixedUser          # step-load with CSV, HTML and plots (make loadtest)
 
-One user class per model in the registry (service/registry.py), named after it (`DigitsUser`,
+One user class per registered model (its load profile, loadtest/profiles/<model>.py), named after it (`DigitsUser`,
 `SentimentUser`, `DenoiseUser`, ...), sending its first workload: real MNIST test digits as PNGs, real
 held-out tweets, noisy crops of the denoiser's test photographs. `MixedUser` sends them all, weighted by each
 model's `mixed_weight`. Bodies are pre-encoded so the load generator spends its CPU on sending, not encoding.
@@ -15,8 +15,7 @@ import random
 
 from locust import FastHttpUser, between
 
-from loadtest.payloads import resolve
-from service.registry import HttpAnswer, ModelEntry, Workload, models
+from loadtest.profiles import HttpAnswer, Profile, Workload, profiles
 
 
 class ModelServerUser(FastHttpUser):
@@ -26,17 +25,17 @@ class ModelServerUser(FastHttpUser):
     wait_time = between(0, 0)
 
     def send(self, workload: Workload) -> None:
-        body, content_type, *extra = random.choice(resolve(workload.payload)())
+        body, content_type, *extra = random.choice(workload.payload())
         headers = {"Content-Type": content_type, **(extra[0] if extra else {})}
         with self.client.post(workload.path, data=body, headers=headers, catch_response=True) as response:
             answer = HttpAnswer(response.status_code, response.headers, response.content or b"")
-            wrong = workload.check(answer) if workload.check else None
+            wrong = workload.check(answer)
             if wrong:
                 response.failure(wrong)
 
 
-def single_model_user(model: ModelEntry) -> type:
-    workload = model.load.workloads[0]
+def single_model_user(model: Profile) -> type:
+    workload = model.workloads[0]
 
     def send_one(self) -> None:
         self.send(workload)
@@ -46,11 +45,11 @@ def single_model_user(model: ModelEntry) -> type:
                                                        f"{workload.path}", "tasks": [send_one]})
 
 
-SINGLE_MODEL_USERS = {model.name: single_model_user(model) for model in models()}
+SINGLE_MODEL_USERS = {model.name: single_model_user(model) for model in profiles()}
 globals().update({user.__name__: user for user in SINGLE_MODEL_USERS.values()})
 
 
 class MixedUser(ModelServerUser):
     """Every model's first workload, weighted by its mixed_weight (digits 6 : sentiment 3 : denoise 1)."""
 
-    tasks = {SINGLE_MODEL_USERS[model.name].tasks[0]: model.load.mixed_weight for model in models()}
+    tasks = {SINGLE_MODEL_USERS[model.name].tasks[0]: model.mixed_weight for model in profiles()}

@@ -1,4 +1,4 @@
-"""Realistic request bodies, built once and pre-encoded, shared by the locust users and the benchmark.
+"""Realistic request bodies, built once and pre-encoded, shared by the load profiles, locust users and benchmark.
 
 Each builder returns [(body bytes, content type)]: real MNIST digits as PNGs, real held-out tweets, and
 noisy crops of the denoiser's test photographs.
@@ -7,7 +7,6 @@ noisy crops of the denoiser's test photographs.
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 import random
 from typing import Callable
@@ -18,9 +17,8 @@ from urllib3 import encode_multipart_formdata
 from loadtest.denoise_eval import png
 from modelcore import mnist
 from modelcore.images import png_bytes
-from service.denoise import LOAD_CROP as DENOISE_CROP
-
 SAMPLES = 256
+DENOISE_CROP = 128  # the side of the noisy photograph crops
 JSON_TYPE = "application/json"
 Body = tuple  # (body bytes, content type) or (body bytes, content type, {extra header: value})
 
@@ -147,18 +145,18 @@ def tweet_bodies_32() -> list[Body]:
 
 def digits_feeds(model) -> Callable[[int], dict[str, np.ndarray]]:
     images = digit_images().astype(np.float32)[:, None]
-    return lambda batch: model.feeds(np.resize(images, (batch, 1, 28, 28)))
+    return lambda batch: model.session.feeds(np.resize(images, (batch, 1, 28, 28)))
 
 
 def sentiment_feeds(model) -> Callable[[int], dict[str, np.ndarray]]:
     from modelcore.sentiment import TextEncoder
 
-    encoder = TextEncoder(model.directory / "tokenizer.json", model.metadata.preprocessing["max_length"])
+    encoder = TextEncoder(model.session.directory / "tokenizer.json", model.metadata.preprocessing["max_length"])
     texts = tweets()
 
     def encode(batch: int) -> dict[str, np.ndarray]:
         encoded = encoder.encode([texts[i % len(texts)] for i in range(batch)])
-        return model.feeds(encoded.input_ids, encoded.attention_mask)
+        return model.session.feeds(encoded.input_ids, encoded.attention_mask)
 
     return encode
 
@@ -166,16 +164,9 @@ def sentiment_feeds(model) -> Callable[[int], dict[str, np.ndarray]]:
 def denoise_feeds(model) -> Callable[[int], dict[str, np.ndarray]]:
     """In-process inputs for `batch` images: each image's tiles in every orientation the server averages."""
     from modelcore.denoise import oriented, to_tiles
-    from service.denoise import served_orientations
 
-    passes = served_orientations(model)
+    passes = model.served_orientations()
     tiles = [{"noisy": oriented(feeds["noisy"], passes), "sigma": np.tile(feeds["sigma"], (len(passes), 1))}
              for feeds in (to_tiles(crop, None)[0] for crop in noisy_crops())]
-    return lambda batch: model.feeds(*(np.concatenate([tiles[i % len(tiles)][name] for i in range(batch)])
-                                       for name in ("noisy", "sigma")))
-
-
-def resolve(reference: str) -> Callable:
-    """A "module:function" reference from the model registry, imported."""
-    module, function = reference.split(":")
-    return getattr(importlib.import_module(module), function)
+    return lambda batch: model.session.feeds(*(np.concatenate([tiles[i % len(tiles)][name] for i in range(batch)])
+                                               for name in ("noisy", "sigma")))

@@ -30,7 +30,7 @@ import numpy as np
 import psutil
 
 from loadtest.locustfile import MixedUser
-from service.launch import ROOT, served_locally
+from service.operations.launch import ROOT, served_locally
 
 WARM_UP_MINUTES = 1
 

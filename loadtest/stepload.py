@@ -26,11 +26,11 @@ from pathlib import Path
 
 import psutil
 
-from service.launch import served_locally
-from service.registry import models
+from loadtest.profiles import profiles
+from service.operations.launch import served_locally
 
 ROOT = Path(__file__).resolve().parent.parent
-USERS = (*(model.user_class for model in models()), "MixedUser")  # loadtest/locustfile.py
+USERS = (*(model.user_class for model in profiles()), "MixedUser")  # loadtest/locustfile.py
 SETTLE_SECONDS = 2.0  # the first seconds of each step (users still connecting) are left out of its rate
 
 

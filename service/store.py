@@ -13,16 +13,23 @@ Every check runs before anything is written: a refused file leaves the store as 
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import bentoml
 from bentoml.exceptions import NotFound
 
 from modelcore.card import METADATA_FILE, MODEL_FILE, ModelMetadata, TensorSpec, file_sha256
+from service.models.imported import ORT_TYPES, SOURCE_LABEL
+from service.models.registry import built_in_models
+from service.runtime.session import supported_versions
+
+log = logging.getLogger("bentoml.modelserver")
 
 SHIPPED = Path(__file__).resolve().parent.parent / "artifacts"
 
@@ -68,11 +75,24 @@ def import_shipped(root: Path = SHIPPED) -> list[str]:
     return [import_model(metadata.parent) for metadata in sorted(root.glob(f"*/{METADATA_FILE}"))]
 
 
+def imported_tags(reserved: set[str]) -> list[str]:
+    """The store tag of the newest version of every imported model whose name no built-in model uses."""
+    newest: dict[str, Any] = {}
+    for stored in bentoml.models.list():
+        if stored.info.labels.get("source") != SOURCE_LABEL["source"]:
+            continue
+        name = stored.tag.name
+        if name in reserved:
+            log.warning("imported model %s is not served: a built-in model has that name", stored.tag)
+            continue
+        if name not in newest or stored.info.creation_time > newest[name].info.creation_time:
+            newest[name] = stored
+    return [str(stored.tag) for _, stored in sorted(newest.items())]
+
+
 def import_onnx(path: Path, name: str, labels: list[str] | None = None, description: str = "",
                 replace: bool = False) -> str:
     """Check a user's ONNX file, describe it, and put it in the store as <name>:<version>, served over v2."""
-    from service.imported import SOURCE_LABEL
-
     check_name(name, replace)
     inputs, outputs = graph_signature(path)
     if labels and not any(spec.shape and spec.shape[-1] == len(labels) for spec in outputs):
@@ -94,12 +114,9 @@ def import_onnx(path: Path, name: str, labels: list[str] | None = None, descript
 
 
 def check_name(name: str, replace: bool) -> None:
-    from service.imported import SOURCE_LABEL
-    from service.registry import models
-
     if not NAME_PATTERN.match(name):
         raise ImportRefused(f"Name {name!r}: use 1-63 lower-case letters, digits, '-' or '_', starting with a letter.")
-    if name in {model.name for model in models()}:
+    if name in {model.name for model in built_in_models()}:
         raise ImportRefused(f"Name {name!r} is a built-in model of this server; choose another --name.")
     existing = [stored for stored in bentoml.models.list() if stored.tag.name == name]
     if existing and not replace:
@@ -112,8 +129,6 @@ def graph_signature(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """The graph's inputs and outputs, after onnx.checker and an onnxruntime load; ImportRefused otherwise."""
     import onnx
     import onnxruntime as ort
-
-    from service.imported import ORT_TYPES
 
     if not path.is_file():
         raise ImportRefused(f"{path} is not a file.")
@@ -141,8 +156,6 @@ def graph_signature(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
 def check_runtime_supports(path: Path) -> None:
     """ImportRefused, naming what this onnxruntime supports and how to export for it, for a graph stamped newer."""
     import onnx
-
-    from service.runtime import supported_versions
 
     try:
         model = onnx.load(str(path), load_external_data=False)

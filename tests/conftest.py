@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from modelcore import mnist  # noqa: E402
-from service.registry import entry, models  # noqa: E402
+from service.models.registry import built_in_models  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "artifacts"
@@ -44,8 +44,8 @@ def mnist_test(mnist_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 class TinyModels:
-    """Every registered model trained for one batch (its registry entry's dry-run arguments) and exported,
-    each built once per session on first use: real tiny models for the integration tests."""
+    """Every registered model trained for one batch (its training module's DRY_RUN_ARGS) and exported (its export
+    module's DRY_RUN_OPTIONS), each built once per session on first use: real tiny models for the integration tests."""
 
     def __init__(self, factory: pytest.TempPathFactory) -> None:
         self.factory = factory
@@ -56,14 +56,15 @@ class TinyModels:
         if name not in self.checkpoints:
             training = importlib.import_module(f"training.{name}")
             out = self.factory.mktemp(f"tiny-{name}-run")
-            training.train(training.parse_args(["--dry-run", "--out", str(out), *entry(name).dry_run.training_args]))
+            training.train(training.parse_args(["--dry-run", "--out", str(out), *training.DRY_RUN_ARGS]))
             self.checkpoints[name] = out / "checkpoint.pt"
         return self.checkpoints[name]
 
     def export(self, name: str) -> Path:
         if name not in self.exports:
             out = self.factory.mktemp(f"tiny-{name}-export")
-            importlib.import_module(f"export.{name}").run(self.checkpoint(name), out, **entry(name).dry_run.export_options)
+            export = importlib.import_module(f"export.{name}")
+            export.run(self.checkpoint(name), out, **export.DRY_RUN_OPTIONS)
             self.exports[name] = out
         return self.exports[name]
 
@@ -76,7 +77,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
 @pytest.fixture(scope="session")
 def tiny_exports(tiny: TinyModels) -> dict[str, Path]:
     """Every registered model's tiny export, by name."""
-    return {model.name: tiny.export(model.name) for model in models()}
+    return {model.name: tiny.export(model.name) for model in built_in_models()}
 
 
 @pytest.fixture(scope="session")

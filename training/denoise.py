@@ -226,6 +226,10 @@ def autocast(precision: str) -> contextlib.AbstractContextManager:
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+# The tests' one-batch run (--dry-run): a real, tiny model (tests/conftest.py builds it).
+DRY_RUN_ARGS = ("--depth", "4", "--width", "8")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/denoise"))

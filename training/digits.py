@@ -129,6 +129,10 @@ def load_data(args: argparse.Namespace):
     return (*splits, source)
 
 
+# The tests' one-batch run (--dry-run): a real, tiny model (tests/conftest.py builds it).
+DRY_RUN_ARGS = ("--dataset", "mnist5k", "--width", "8")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help=f"directory with the MNIST IDX files (default: ${mnist.ENV_VAR}, else download)")

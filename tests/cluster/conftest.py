@@ -19,8 +19,8 @@ import httpx
 import psutil
 import pytest
 
-from service.launch import ROOT
-from service.registry import HttpAnswer, models
+from service.operations.launch import ROOT
+from loadtest.profiles import HttpAnswer, profiles
 
 CLUSTER_SCRIPT = ROOT / "deploy" / "swarm" / "cluster.sh"
 WORK_DIR = Path(os.environ.get("CLUSTER_DIR", ROOT / ".cluster"))
@@ -32,7 +32,7 @@ IMAGE = os.environ.get("IMAGE", "localhost/modelserver:cpu")
 
 def mixed_requests() -> list:
     """Every model's smoke request, weighted as the mixed load-test scenario (digits 6 : sentiment 3 : denoise 1)."""
-    return [(model, model.smoke.request()) for model in models() for _ in range(model.load.mixed_weight)]
+    return [(model, model.smoke.request()) for model in profiles() for _ in range(model.mixed_weight)]
 
 
 async def send(client: httpx.AsyncClient, model, request) -> str | None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.launch import free_port
+from service.operations.launch import free_port
 
 IMAGE = os.environ.get("IMAGE", "localhost/modelserver:cpu")
 ENGINE_SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "container" / "engine.sh"

@@ -15,15 +15,15 @@ import httpx
 import pytest
 import yaml
 
-from service.launch import ROOT, free_port
-from service.registry import models
+from service.operations.launch import ROOT, free_port
+from loadtest.profiles import profiles
 from tests.container.conftest import Container
 from tests.e2e.calls import smoke_call
 
 pytestmark = pytest.mark.container
 
 COMPOSE = ROOT / "deploy" / "compose"
-MODELS = tuple(model.name for model in models())
+MODELS = tuple(model.name for model in profiles())
 TRAFFIC_SECONDS = 12
 # Only counted once something is refused (overload, draining, API key): tests/e2e/test_overload.py covers it.
 NEEDS_REJECTIONS = "modelserver_rejected_requests_total"
@@ -74,7 +74,7 @@ def drive_traffic(url: str) -> None:
         stop = time.monotonic() + TRAFFIC_SECONDS
         with httpx.Client(base_url=url, timeout=30) as client:
             while time.monotonic() < stop:
-                for model in models():
+                for model in profiles():
                     smoke_call(client, model)
                 client.post("/digits/classify-image", content=b"not a png", headers={"content-type": "image/png"})
                 client.post("/denoise", files={"image": ("x.png", b"not a png", "image/png")})

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.launch import Server, import_shipped, launch
+from service.operations.launch import Server, import_shipped, launch
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from modelcore.images import png_bytes
-from service.digits import seven
+from loadtest.profiles.digits import seven
 from tests.e2e.calls import answered_correctly, every_endpoint_answers_correctly
 
 pytestmark = pytest.mark.e2e

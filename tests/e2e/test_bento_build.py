@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from modelcore.card import ModelMetadata
-from service.launch import ROOT, Server, free_port
+from service.operations.launch import ROOT, Server, free_port
 from tests.e2e.calls import every_endpoint_answers_correctly
 from tests.e2e.conftest import private_home
 

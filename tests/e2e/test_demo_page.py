@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from modelcore.images import png_bytes
-from service.launch import ROOT
+from service.operations.launch import ROOT
 
 pytestmark = pytest.mark.e2e
 

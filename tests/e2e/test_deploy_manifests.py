@@ -14,8 +14,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from service.launch import ROOT
-from service.settings import Settings
+from service.operations.launch import ROOT
+from service.operations.settings import Settings
 from tests.e2e.calls import every_endpoint_answers_correctly
 
 pytestmark = pytest.mark.e2e

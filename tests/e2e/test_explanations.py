@@ -11,8 +11,8 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from modelcore.images import png_bytes
-from service.denoise import noisy_png
-from service.digits import seven
+from loadtest.profiles.denoise import noisy_png
+from loadtest.profiles.digits import seven
 from tests.e2e.calls import smoke_call
 
 pytestmark = pytest.mark.e2e
@@ -167,7 +167,7 @@ def test_ood_figures_through_the_server_equal_the_digits_card(server_url, mnist_
 
     from loadtest import ood_eval
     from modelcore.card import ModelMetadata
-    from service.launch import ROOT
+    from service.operations.launch import ROOT
 
     out = tmp_path / "ood.json"
     ood_eval.main(["--url", server_url, "--data-dir", str(mnist_dir), "--out", str(out)])

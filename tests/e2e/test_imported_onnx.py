@@ -14,7 +14,7 @@ import pytest
 import tritonclient.http as triton
 from onnx import TensorProto, helper
 
-from service.launch import ROOT
+from service.operations.launch import ROOT
 from tests.e2e.conftest import private_home
 
 pytestmark = pytest.mark.e2e

@@ -98,7 +98,7 @@ BEHAVIOUR_THRESHOLD = 0.77  # the shipped model passes 0.841 (37 of 44) of the h
 def test_the_behavioural_test_set_passes_at_least_as_often_as_the_card_says(server_url):
     from loadtest.sentiment_eval import behaviour
     from modelcore.card import ModelMetadata
-    from service.launch import ROOT
+    from service.operations.launch import ROOT
 
     served = behaviour(server_url)["pass_rate"]
     card = ModelMetadata.read(ROOT / "artifacts" / "sentiment").metrics["behaviour"]["pass_rate"]

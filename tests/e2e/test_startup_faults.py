@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.launch import launch
+from service.operations.launch import launch
 from tests.e2e.conftest import private_home
 
 pytestmark = pytest.mark.e2e

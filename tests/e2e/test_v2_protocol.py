@@ -19,9 +19,9 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from modelcore.images import png_bytes
-from service.denoise import noisy_png
-from service.digits import seven
-from service.registry import models
+from loadtest.profiles.denoise import noisy_png
+from loadtest.profiles.digits import seven
+from service.models.registry import built_in_models
 
 pytestmark = pytest.mark.e2e
 
@@ -53,11 +53,11 @@ def test_server_and_every_model_are_live_ready_and_described(triton_client):
     assert triton_client.is_server_live() and triton_client.is_server_ready()
     metadata = triton_client.get_server_metadata()
     assert {"binary_tensor_data", "model_configuration"} <= set(metadata["extensions"])
-    for model in models():
+    for model in built_in_models():
         assert triton_client.is_model_ready(model.name)
         described = triton_client.get_model_metadata(model.name)
-        assert [t["name"] for t in described["inputs"]] == [t.name for t in model.v2.inputs]
-        assert [t["name"] for t in described["outputs"]] == [t.name for t in model.v2.outputs]
+        assert [t["name"] for t in described["inputs"]] == [t.name for t in model.inputs]
+        assert [t["name"] for t in described["outputs"]] == [t.name for t in model.outputs]
         version = described["versions"][0]
         assert triton_client.is_model_ready(model.name, model_version=version)
         assert not triton_client.is_model_ready(model.name, model_version="not-a-version")

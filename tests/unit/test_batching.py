@@ -1,11 +1,11 @@
-"""service.batching.MicroBatcher: concurrent requests share batches and each gets its own rows back."""
+"""service.runtime.batching.MicroBatcher: concurrent requests share batches and each gets its own rows back."""
 
 import asyncio
 import threading
 
 import numpy as np
 
-from service.batching import MicroBatcher
+from service.runtime.batching import MicroBatcher
 
 
 class RecordingModel:
@@ -133,7 +133,7 @@ def test_with_no_batch_wait_a_lone_request_runs_alone():
 
 
 def test_collate_pads_token_sequences_of_different_lengths():
-    from service.runtime import collate
+    from service.runtime.session import collate
 
     short = {"ids": np.array([[5, 6]]), "mask": np.array([[1, 1]])}
     long = {"ids": np.array([[7, 8, 9], [1, 2, 3]]), "mask": np.ones((2, 3), dtype=int)}
@@ -143,7 +143,7 @@ def test_collate_pads_token_sequences_of_different_lengths():
 
 
 def test_collate_concatenates_fixed_shape_inputs():
-    from service.runtime import collate
+    from service.runtime.session import collate
 
     merged = collate([{"pixels": np.zeros((1, 1, 4, 4))}, {"pixels": np.ones((2, 1, 4, 4))}])
     assert merged["pixels"].shape == (3, 1, 4, 4) and merged["pixels"][1:].min() == 1

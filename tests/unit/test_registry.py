@@ -1,5 +1,10 @@
-"""The registry of models: every registered model has what every model must have, and everything iterates over it."""
+"""The registry of models: every registered model has what every built-in model must have, and the tools iterate
+over it. A model missing its endpoints' methods, its load profile, its training or export module, its Makefile
+targets or its demo panel is named here."""
 
+import importlib
+import inspect
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -7,55 +12,87 @@ from dataclasses import replace
 import pytest
 
 from loadtest import closedloop
-from loadtest.payloads import resolve
-from service.launch import ROOT
-from service.registry import LoadProfile, Smoke, models, problems
+from loadtest.profiles import Profile, problems, profile, profiles
+from service.models.contract import ServedModel
+from service.models.registry import built_in, built_in_models
+from service.operations.launch import ROOT
 
-MODELS = models()
+MODELS = built_in_models()
+MAKE_TARGETS = ("train-{name}", "export-{name}", "{name}", "eval-{name}")
 
 
 def test_names_are_unique_and_the_three_models_are_registered():
     names = [model.name for model in MODELS]
     assert len(set(names)) == len(names)
     assert {"digits", "sentiment", "denoise"} <= set(names)
+    assert built_in("digits").name == "digits"
+    with pytest.raises(KeyError, match="registered: digits"):
+        built_in("nope")
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda model: model.name)
-def test_every_registered_model_is_complete(model):
-    assert problems(model) == []
-
-
-def test_a_model_without_a_workload_or_a_smoke_check_is_flagged():
-    digits = MODELS[0]
-    no_load = replace(digits, load=LoadProfile(workloads=(), mixed_weight=1, compute_feeds="x:y"))
-    assert "a load-test workload" in problems(no_load)
-    no_smoke = replace(digits, smoke=Smoke(request=digits.smoke.request, check=None))
-    assert "a smoke request and the check of its answer" in problems(no_smoke)
-    elsewhere = replace(digits, smoke=Smoke(request=MODELS[1].smoke.request, check=digits.smoke.check))
-    assert any("one of its own endpoints" in problem for problem in problems(elsewhere))
+def test_every_model_declares_its_signature_and_answers_each_endpoint_with_a_coroutine(model: type[ServedModel]):
+    assert issubclass(model, ServedModel) and model.inputs and model.outputs
+    for endpoint in model.endpoints:
+        method = getattr(model, endpoint.method, None)
+        assert inspect.iscoroutinefunction(method), f"{model.name}: {endpoint.path} names no coroutine {endpoint.method}"
+        assert (method.__doc__ or endpoint.summary), f"{endpoint.path}: no summary for the API page"
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda model: model.name)
-def test_every_workload_payload_resolves_to_real_bodies(model):
-    for workload in model.load.workloads:
-        bodies = resolve(workload.payload)()
+def test_every_model_has_a_complete_load_profile(model):
+    found = profile(model.name)
+    assert found.name == model.name
+    assert problems(found, {endpoint.path for endpoint in model.endpoints}) == []
+
+
+def test_a_profile_without_a_workload_or_with_a_foreign_smoke_request_is_flagged():
+    digits, sentiment = profile("digits"), profile("sentiment")
+    paths = {endpoint.path for endpoint in built_in("digits").endpoints}
+    assert "a load-test workload" in problems(replace(digits, workloads=()), paths)
+    foreign = replace(digits, smoke=sentiment.smoke)
+    assert any("one of its own endpoints" in problem for problem in problems(foreign, paths))
+
+
+def test_a_model_without_a_profile_is_named():
+    with pytest.raises(KeyError, match="add loadtest/profiles/identity.py"):
+        profile("identity")
+
+
+@pytest.mark.parametrize("found", profiles(), ids=lambda found: found.name)
+def test_every_workload_payload_builds_real_bodies(found: Profile):
+    for workload in found.workloads:
+        bodies = workload.payload()
         assert bodies and all(isinstance(body[0], bytes) and body[0] for body in bodies), workload.name
 
 
 def test_the_load_tools_know_every_registered_model_and_workload():
-    for model in MODELS:
-        assert {workload.name for workload in model.load.workloads} <= set(closedloop.PAYLOADS)
+    for found in profiles():
+        assert {workload.name for workload in found.workloads} <= set(closedloop.PAYLOADS)
     # locust patches the standard library when imported (gevent): ask it in a process of its own.
     listed = subprocess.run([sys.executable, "-m", "locust", "-f", "loadtest/locustfile.py", "--list"], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0, listed.stderr[-2000:]
-    assert {model.user_class for model in MODELS} | {"MixedUser"} <= set(listed.stdout.split())
+    assert {found.user_class for found in profiles()} | {"MixedUser"} <= set(listed.stdout.split())
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda model: model.name)
-def test_every_model_has_its_training_and_export_modules(model):
-    import importlib
-
+def test_every_model_has_its_training_and_export_modules_with_a_dry_run(model):
     training = importlib.import_module(f"training.{model.name}")
-    assert callable(training.train) and callable(training.parse_args)
-    assert callable(importlib.import_module(f"export.{model.name}").run)
+    assert callable(training.train) and callable(training.parse_args) and isinstance(training.DRY_RUN_ARGS, tuple)
+    export = importlib.import_module(f"export.{model.name}")
+    assert callable(export.run) and isinstance(export.DRY_RUN_OPTIONS, dict)
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda model: model.name)
+def test_every_model_has_its_makefile_targets(model):
+    makefile = (ROOT / "Makefile").read_text()
+    for target in MAKE_TARGETS:
+        name = target.format(name=model.name)
+        assert re.search(rf"^{re.escape(name)}:.*## ", makefile, re.M), f"Makefile has no documented target {name}"
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda model: model.name)
+def test_every_model_has_its_demo_panel(model):
+    page = (ROOT / "service" / "protocols" / "demo_page" / "index.html").read_text()
+    assert f'<section id="{model.name}"' in page, f"the demo page has no panel for {model.name}"

@@ -1,10 +1,10 @@
-"""service.settings: defaults, environment overrides and loud failures."""
+"""service.operations.settings: defaults, environment overrides and loud failures."""
 
 import os
 
 import pytest
 
-from service.settings import Settings, SettingsError, get_settings, usable_cores
+from service.operations.settings import Settings, SettingsError, get_settings, usable_cores
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,9 @@
-"""Deployment settings: read once from the environment (prefix MODEL_SERVER_), validated at start-up."""
+"""Deployment settings: read once from the environment (prefix MODEL_SERVER_), validated at start-up.
+
+The settings every model shares live here; a model's own knobs (an image size limit, a text length limit) live in
+its module as a `ModelSettings` subclass with the same prefix, validated the same way (`load`). README's
+configuration table lists both.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import math
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -82,23 +87,10 @@ class Settings(BaseSettings):
         2.0, ge=0, le=1000, description="longest the batcher holds a request to let a batch fill (latency budget)"
     )
     max_request_bytes: int = Field(10 * 2**20, ge=1024, description="largest accepted request body; larger gets 413")
-    max_image_pixels: int = Field(
-        4096 * 4096, ge=1, description="largest accepted image (width x height); larger gets 413"
-    )
-    max_denoise_pixels: int = Field(
-        2 * 2**20, ge=1, description="largest image /denoise accepts (width x height); larger gets 413"
-    )
     max_run_elements: int = Field(
         2**20, ge=1024, description="most input values one inference call takes; bigger batches run in chunks (bounds memory)"
     )
-    denoise_self_ensemble: bool = Field(
-        True, description="/denoise averages the flipped passes its model's metadata lists (preprocessing.self_ensemble; "
-        "the shipped model: 2 passes, +0.05-0.08 dB); false: one pass, about half the compute"
-    )
     max_items_per_request: int = Field(256, ge=1, le=4096, description="most items (arrays, texts) in one request")
-    max_text_chars: int = Field(
-        5000, ge=1, le=1_000_000, description="longest accepted text; texts over the model window are truncated anyway"
-    )
     request_timeout_s: float = Field(
         25.0, gt=0, le=3600,
         description="server-side deadline of one request (later gets 504); also the longest a shutdown drain waits. "
@@ -154,17 +146,31 @@ class Settings(BaseSettings):
         return self.model_tags.get(name, f"{name}:latest")
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings; a bad value stops start-up with one clear message."""
+class ModelSettings(BaseSettings):
+    """Base of a model's own settings: environment variables MODEL_SERVER_<FIELD>, like the shared ones."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+
+SettingsType = TypeVar("SettingsType", bound=BaseSettings)
+
+
+def load(settings_class: type[SettingsType]) -> SettingsType:
+    """Settings read from the environment; a bad value raises SettingsError naming the variable."""
     try:
-        settings = Settings()
+        return settings_class()
     except ValidationError as exc:
         problems = "; ".join(
             f"{ENV_PREFIX}{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
             for error in exc.errors()
         )
         raise SettingsError(f"Invalid settings: {problems}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; a bad value stops start-up with one clear message."""
+    settings = load(Settings)
     cores = usable_cores()
     if settings.worker_count * settings.session_threads > cores:
         log.warning(

@@ -1,5 +1,5 @@
-"""What the explanation endpoints share: random masks for image attributions, word spans for text ones,
-heat-map overlays, and the count of explanations served. Every explanation runs through the model's own
+"""What the explanation endpoints share: random masks for image attributions, word spans for text ones, and
+heat-map overlays. Every explanation runs through the model's own
 onnxruntime session and batcher; nothing here needs torch.
 """
 
@@ -9,15 +9,8 @@ import functools
 import io
 import re
 
-import bentoml
 import numpy as np
 from PIL import Image
-
-explanations = bentoml.metrics.Counter(
-    name="modelserver_explanations_total",
-    documentation="Explanations served, by model",
-    labelnames=["model"],
-)
 
 # RISE (Petsiuk et al., 2018): the model sees the input under random masks; a pixel's attribution is the mean
 # score of the predicted class when the pixel was kept minus when it was removed. 128 masks on a 14x14 grid
@@ -27,10 +20,6 @@ RISE_MASKS = 128
 RISE_CELLS = 14
 RISE_KEEP = 0.5
 RISE_SEED = 2026
-
-
-def count_explanation(model: str) -> None:
-    explanations.labels(model=model).inc()
 
 
 @functools.cache

@@ -12,8 +12,8 @@ Tensors arrive as JSON (`data`, nested or flat) or as binary data after a JSON h
 the same ways (`binary_data` per requested output, or `binary_data_output` for all). BYTES elements are
 4-byte little-endian lengths followed by the bytes in binary form; in JSON form they are strings, base64
 for tensors that carry binary content (encoded images). Protocol handling is here; what a model does with
-its decoded inputs is its entry's `v2.infer` (service/registry.py). Errors are {"error": ...}: 400 for a
-bad request, 404 for an unknown model or version.
+its decoded inputs is the model contract's decode -> predict -> encode (service/models/contract.py). Errors are
+{"error": ...}: 400 for a bad request, 404 for an unknown model or version, 503 for a model that is not ready.
 """
 
 from __future__ import annotations
@@ -25,17 +25,16 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-import bentoml
 import numpy as np
 from pydantic import BaseModel, Field, NonNegativeInt, ValidationError
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from modelcore.errors import InputError
-from service.http import client_error
-from service.lifecycle import STATE
-from service.registry import TensorSig, V2Signature
+from service.models.contract import ServedModel, TensorSig
+from service.operations.frontdoor import Call, Route
+from service.operations.http import Response, client_error, json_bytes, json_response
+from service.operations.lifecycle import STATE
+from service.protocols.openapi import Operation
+from service.runtime.repository import Repository
 
 EXTENSIONS = ("binary_tensor_data", "model_configuration")
 HEADER_LENGTH = "inference-header-content-length"
@@ -97,9 +96,9 @@ def split_body(body: bytes, header_length: str | None) -> tuple[InferRequest, by
     return header, body[length:]
 
 
-def decode_inputs(header: InferRequest, binary: bytes, signature: V2Signature) -> dict[str, np.ndarray]:
-    """Every input tensor of the request as a numpy array, checked against the signature."""
-    declared = {tensor.name: tensor for tensor in signature.inputs}
+def decode_inputs(header: InferRequest, binary: bytes, inputs: tuple[TensorSig, ...]) -> dict[str, np.ndarray]:
+    """Every input tensor of the request as a numpy array, checked against the model's declared inputs."""
+    declared = {tensor.name: tensor for tensor in inputs}
     arrays, offset = {}, 0
     for tensor in header.inputs:
         if tensor.name not in declared:
@@ -119,7 +118,7 @@ def decode_inputs(header: InferRequest, binary: bytes, signature: V2Signature) -
         arrays[sig.name] = array
     if offset != len(binary):
         raise InputError(f"{len(binary) - offset} binary bytes after the inputs were not claimed by any binary_data_size.")
-    _check_required(arrays, signature)
+    _check_required(arrays, inputs)
     return arrays
 
 
@@ -213,13 +212,13 @@ def _base64(value: str, name: str) -> bytes:
                          "(or send it as binary data).") from None
 
 
-def _check_required(arrays: dict[str, np.ndarray], signature: V2Signature) -> None:
-    required = [tensor.name for tensor in signature.inputs if not tensor.optional]
+def _check_required(arrays: dict[str, np.ndarray], inputs: tuple[TensorSig, ...]) -> None:
+    required = [tensor.name for tensor in inputs if not tensor.optional]
     missing = [name for name in required if name not in arrays]
     if missing:
         raise InputError(f"Missing input(s) {', '.join(missing)}.")
     if not arrays:
-        raise InputError(f"Send one of the inputs {', '.join(t.name for t in signature.inputs)}.")
+        raise InputError(f"Send one of the inputs {', '.join(t.name for t in inputs)}.")
 
 
 # encoding ----------------------------------------------------------------------------------------
@@ -233,8 +232,8 @@ class Requested:
     binary: set[str]
 
 
-def requested_outputs(header: InferRequest, signature: V2Signature) -> Requested:
-    declared = [tensor.name for tensor in signature.outputs]
+def requested_outputs(header: InferRequest, outputs: tuple[TensorSig, ...]) -> Requested:
+    declared = [tensor.name for tensor in outputs]
     everything_binary = (header.parameters or {}).get("binary_data_output", False) is True
     if header.outputs is None:
         return Requested(declared, set(declared) if everything_binary else set())
@@ -246,9 +245,9 @@ def requested_outputs(header: InferRequest, signature: V2Signature) -> Requested
     return Requested([output.name for output in header.outputs], binary)
 
 
-def encode_response(model: Any, header: InferRequest, outputs: dict[str, np.ndarray], requested: Requested,
-                    signature: V2Signature) -> Response:
-    declared = {tensor.name: tensor for tensor in signature.outputs}
+def encode_response(model: ServedModel, header: InferRequest, outputs: dict[str, np.ndarray],
+                    requested: Requested) -> Response:
+    declared = {tensor.name: tensor for tensor in model.outputs}
     described, chunks = [], []
     for name in requested.names:
         array = np.asarray(outputs[name])
@@ -264,9 +263,9 @@ def encode_response(model: Any, header: InferRequest, outputs: dict[str, np.ndar
     answer = {"model_name": model.name, "model_version": model.version, "outputs": described}
     if header.id is not None:
         answer["id"] = header.id
-    text = json.dumps(answer, separators=(",", ":")).encode()
+    text = json_bytes(answer)
     if not chunks:
-        return Response(text, media_type="application/json")
+        return Response(text)
     return Response(text + b"".join(chunks), media_type="application/octet-stream",
                     headers={"Inference-Header-Content-Length": str(len(text))})
 
@@ -289,63 +288,113 @@ def _json_data(array: np.ndarray, sig: TensorSig) -> list:
 # the routes --------------------------------------------------------------------------------------
 
 
-def _served(request: Request) -> tuple[Any, V2Signature]:
-    """(the model, its v2 signature) the path names; 404 (InputError) for an unknown model or version."""
-    server = bentoml.get_current_service()
-    name = request.path_params["model"]
-    model = server.models.get(name)
-    if model is None:
-        raise InputError(f"Unknown model {name!r}; served models: {', '.join(server.models)} (GET /v2/models/<name>).",
-                         HTTPStatus.NOT_FOUND)
-    version = request.path_params.get("version")
-    if version is not None and version != model.version:
-        raise InputError(f"Model {name} has no version {version!r}; the served version is {model.version}.",
-                         HTTPStatus.NOT_FOUND)
-    return model, server.v2_signatures[name]
+class V2:
+    """The protocol's handlers over one worker's repository of served models."""
+
+    def __init__(self, repository: Repository) -> None:
+        self.repository = repository
+
+    def served(self, call: Call) -> ServedModel:
+        """The model (and version) the path names; 404 for an unknown one, 503 for one that failed to load."""
+        name = call.params["model"]
+        model = self.repository.get(name)
+        if model is None:
+            failure = self.repository.failures.get(name)
+            if failure is not None:
+                raise InputError(f"Model {name} is not ready: it failed to load ({failure.reason}).",
+                                 HTTPStatus.SERVICE_UNAVAILABLE)
+            raise InputError(f"Unknown model {name!r}; served models: {', '.join(self.repository.names())} "
+                             "(GET /v2/models/<name>).", HTTPStatus.NOT_FOUND)
+        version = call.params.get("version")
+        if version is not None and version != model.version:
+            raise InputError(f"Model {name} has no version {version!r}; the served version is {model.version}.",
+                             HTTPStatus.NOT_FOUND)
+        return model
+
+    def answers_errors(self, handler):
+        """Client mistakes as {"error"}; the metric's model label only ever takes served names."""
+        async def guarded(call: Call) -> Response:
+            try:
+                return await handler(call)
+            except InputError as exc:
+                name = call.params.get("model")
+                label = name if name in self.repository.names() else "v2"
+                return client_error(label, int(exc.status), exc.message, exc.detail)
+
+        guarded.__name__ = handler.__name__
+        return guarded
+
+    async def server_metadata(self, _: Call) -> Response:
+        """GET /v2: the server's name, version and the protocol extensions it implements."""
+        return json_response({"name": "modelserver", "version": package_version(), "extensions": list(EXTENSIONS)})
+
+    async def server_live(self, _: Call) -> Response:
+        return json_response({"live": True})
+
+    async def server_ready(self, _: Call) -> Response:
+        ready = bool(self.repository) and not STATE.draining
+        return json_response({"ready": ready}, status=200 if ready else 503)
+
+    async def model_metadata(self, call: Call) -> Response:
+        model = self.served(call)
+        return json_response({
+            "name": model.name, "versions": [model.version], "platform": "onnxruntime_onnx",
+            "inputs": [_describe(tensor) for tensor in model.inputs],
+            "outputs": [_describe(tensor) for tensor in model.outputs],
+        })
+
+    async def model_ready(self, call: Call) -> Response:
+        model = self.served(call)
+        ready = not STATE.draining
+        return json_response({"name": model.name, "ready": ready}, status=200 if ready else 503)
+
+    async def model_config(self, call: Call) -> Response:
+        """Triton's model configuration: what perf_analyzer and Triton-aware tools read."""
+        model = self.served(call)
+        batched = model.max_batch_size > 0
+        config = {
+            "name": model.name, "platform": "onnxruntime_onnx", "backend": "onnxruntime",
+            "max_batch_size": model.max_batch_size,
+            "input": [_configured(tensor, batched) for tensor in model.inputs],
+            "output": [_configured(tensor, batched) for tensor in model.outputs],
+            "version_policy": {"specific": {"versions": [model.version]}},
+        }
+        if batched:
+            batcher = model.session.batcher
+            config["dynamic_batching"] = {"max_queue_delay_microseconds": int(batcher.max_wait_s * 1e6),
+                                          "preferred_batch_size": [batcher.max_rows]}
+        return json_response(config)
+
+    async def infer(self, call: Call) -> Response:
+        """POST .../infer: decode the tensors, let the model answer them, encode the outputs asked for."""
+        model = self.served(call)
+        header, binary = split_body(call.body, call.header(b"inference-header-content-length"))
+        inputs = decode_inputs(header, binary, model.inputs)
+        requested = requested_outputs(header, model.outputs)
+        outputs = await model.infer_tensors(inputs)
+        return encode_response(model, header, outputs, requested)
+
+    def routes(self) -> list[Route]:
+        """Every v2 route, with and without a version in the path."""
+        per_model = [("", self.model_metadata, "GET"), ("/ready", self.model_ready, "GET"),
+                     ("/config", self.model_config, "GET"), ("/infer", self.infer, "POST")]
+        found = [Route("/v2", self.server_metadata, ("GET",), "v2"),
+                 Route("/v2/health/live", self.server_live, ("GET",), "v2"),
+                 Route("/v2/health/ready", self.server_ready, ("GET",), "v2")]
+        for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+            found += [Route(prefix + suffix, self.answers_errors(handler), (method,), "v2")
+                      for suffix, handler, method in per_model]
+        return found
 
 
-def _answers_v2_errors(handler):
-    async def guarded(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except InputError as exc:
-            # The metric's model label only ever takes served names: a path is anything a client sends.
-            name = request.path_params.get("model")
-            return client_error(name if name in bentoml.get_current_service().models else "v2", exc.status, exc.message)
-
-    guarded.__name__ = handler.__name__
-    guarded.__doc__ = handler.__doc__
-    return guarded
-
-
-async def server_metadata(_: Request) -> JSONResponse:
-    """GET /v2: the server's name, version and the protocol extensions it implements."""
+def package_version() -> str:
+    """This server's version: the installed package's, from pyproject.toml."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        ours = version("modelserver")
+        return version("modelserver")
     except PackageNotFoundError:
-        ours = "unknown"
-    return JSONResponse({"name": "modelserver", "version": ours, "extensions": list(EXTENSIONS)})
-
-
-async def server_live(_: Request) -> JSONResponse:
-    return JSONResponse({"live": True})
-
-
-async def server_ready(_: Request) -> JSONResponse:
-    ready = bool(bentoml.get_current_service().models) and not STATE.draining
-    return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
-
-
-@_answers_v2_errors
-async def model_metadata(request: Request) -> JSONResponse:
-    model, signature = _served(request)
-    return JSONResponse({
-        "name": model.name, "versions": [model.version], "platform": "onnxruntime_onnx",
-        "inputs": [_describe(tensor) for tensor in signature.inputs],
-        "outputs": [_describe(tensor) for tensor in signature.outputs],
-    })
+        return "unknown"
 
 
 def _describe(tensor: TensorSig) -> dict:
@@ -355,59 +404,12 @@ def _describe(tensor: TensorSig) -> dict:
     return described
 
 
-@_answers_v2_errors
-async def model_ready(request: Request) -> JSONResponse:
-    model, _ = _served(request)
-    ready = not STATE.draining
-    return JSONResponse({"name": model.name, "ready": ready}, status_code=200 if ready else 503)
-
-
-@_answers_v2_errors
-async def model_config(request: Request) -> JSONResponse:
-    """Triton's model configuration: what perf_analyzer and Triton-aware tools read."""
-    model, signature = _served(request)
-    batched = signature.max_batch_size > 0
-    config = {
-        "name": model.name, "platform": "onnxruntime_onnx", "backend": "onnxruntime",
-        "max_batch_size": signature.max_batch_size,
-        "input": [_configured(tensor, batched) for tensor in signature.inputs],
-        "output": [_configured(tensor, batched) for tensor in signature.outputs],
-        "version_policy": {"specific": {"versions": [model.version]}},
-    }
-    if batched:
-        config["dynamic_batching"] = {"max_queue_delay_microseconds": int(model.batcher.max_wait_s * 1e6),
-                                      "preferred_batch_size": [model.batcher.max_rows]}
-    return JSONResponse(config)
-
-
 def _configured(tensor: TensorSig, batched: bool) -> dict:
     dims = list(tensor.shape[1:] if batched else tensor.shape)
     configured = {"name": tensor.name, "data_type": TRITON_TYPES[tensor.datatype], "dims": dims or [1]}
     if tensor.optional:
         configured["optional"] = True
     return configured
-
-
-@_answers_v2_errors
-async def infer(request: Request) -> Response:
-    """POST .../infer: decode the tensors, let the model's entry answer them, encode the outputs asked for."""
-    model, signature = _served(request)
-    header, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
-    inputs = decode_inputs(header, binary, signature)
-    requested = requested_outputs(header, signature)
-    outputs = await signature.infer(model, inputs)
-    return encode_response(model, header, outputs, requested, signature)
-
-
-def routes() -> list[Route]:
-    """Every v2 route, with and without a version in the path."""
-    per_model = [("", model_metadata, "GET"), ("/ready", model_ready, "GET"), ("/config", model_config, "GET"),
-                 ("/infer", infer, "POST")]
-    found = [Route("/v2", server_metadata, methods=["GET"]), Route("/v2/health/live", server_live, methods=["GET"]),
-             Route("/v2/health/ready", server_ready, methods=["GET"])]
-    for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
-        found += [Route(prefix + suffix, handler, methods=[method]) for suffix, handler, method in per_model]
-    return found
 
 
 # OpenAPI ------------------------------------------------------------------------------------------
@@ -427,10 +429,8 @@ OBJECT = {"type": "object"}
 PROTOCOL = "Open Inference Protocol v2"
 
 
-def operations() -> list:
+def operations() -> list[Operation]:
     """The OpenAPI operations of every v2 route."""
-    from service.openapi import Operation
-
     found = [Operation("get", "/v2", "Server metadata and protocol extensions", OBJECT, errors=("401", "503", "504"),
                        tag=PROTOCOL),
              Operation("get", "/v2/health/live", "Server liveness", OBJECT, errors=(), tag=PROTOCOL),

@@ -23,7 +23,7 @@ from typing import Iterator
 import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STARTUP_SECONDS = 120
 STOP_SECONDS = 30  # BentoML's supervisor gives a stopping worker 30 s
 

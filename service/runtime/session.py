@@ -1,4 +1,4 @@
-"""A served ONNX model: its metadata, an onnxruntime session on the chosen provider, and a batcher."""
+"""One ONNX model file at run time: its metadata, an onnxruntime session on the chosen provider, and a batcher."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import numpy as np
 import onnxruntime as ort
 
 from modelcore.card import MODEL_FILE, ModelMetadata
-from service.batching import MicroBatcher
-from service.metrics import observe_batch
-from service.settings import Settings
+from service.operations.metrics import observe_batch
+from service.operations.settings import Settings
+from service.runtime.batching import MicroBatcher
 
 log = logging.getLogger("bentoml.modelserver")
 
@@ -133,8 +133,8 @@ def _stack(arrays: list[np.ndarray]) -> np.ndarray:
     return stacked
 
 
-class OnnxModel:
-    """One model from the model store, ready to serve: validated metadata, warm session, batcher."""
+class OnnxSession:
+    """One model directory from the model store, ready to run: validated metadata, warm session, batcher."""
 
     def __init__(self, directory: Path, tag: str, settings: Settings) -> None:
         self.directory = directory
@@ -227,57 +227,3 @@ class OnnxModel:
 
     def close(self) -> None:
         self.batcher.close()
-
-
-class ModelNotFoundError(RuntimeError):
-    """A served model is missing from the BentoML model store."""
-
-
-def declared_models(server_class: type) -> list[Any]:
-    """The BentoModel references a server class declares as class attributes."""
-    import bentoml  # the runtime core above stays importable without a server
-
-    references = (getattr(server_class, attribute) for attribute in dir(server_class))
-    return [reference for reference in references if isinstance(reference, bentoml.models.BentoModel)]
-
-
-def stored_directory(reference: Any) -> Path:
-    """Where the model store keeps a declared model; a clear error when it is not there."""
-    stored = reference.stored
-    if stored is None:
-        raise ModelNotFoundError(
-            f"Model {reference.tag} is not in the BentoML model store ($BENTOML_HOME); "
-            "import the shipped models with `python -m service.store import-shipped` (make serve does this)."
-        )
-    return Path(stored.path)
-
-
-def verify_store(server_class: type) -> None:
-    """Exit with one clear line when a declared model is missing, unreadable or fails its SHA-256 check.
-
-    Runs when the service is imported, so `bentoml serve` stops before starting workers instead of
-    restarting them in a loop; a model file that does not match its metadata is never served.
-    """
-    problems = []
-    for reference in declared_models(server_class):
-        try:
-            ModelMetadata.read(stored_directory(reference))
-        except ModelNotFoundError as exc:
-            problems.append(str(exc))
-        except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
-            problems.append(
-                f"{reference.tag} is damaged ({str(exc).splitlines()[0]}); re-import it with "
-                "`python -m service.store import-shipped` or `python -m service.store import <model dir>`"
-            )
-    if problems:
-        raise SystemExit(f"modelserver: refusing to start: {'; '.join(problems)}")
-
-
-def load_models(server_class: type, settings: Settings) -> dict[str, OnnxModel]:
-    """Load every model the server class declares, keyed by name."""
-    models: dict[str, OnnxModel] = {}
-    for reference in declared_models(server_class):
-        stored = reference.stored
-        model = OnnxModel(stored_directory(reference), str(stored.tag), settings)
-        models[model.name] = model
-    return models

@@ -1,0 +1,86 @@
+"""Prometheus metrics of our own, exposed on /metrics (BentoML aggregates every worker's in multiprocess mode).
+
+Requests are counted by the front door (service/operations/frontdoor.py) per endpoint template, so a path a
+client makes up cannot grow the label set; batches, client errors, rejections, explanations and model loads by
+the code that knows them.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from prometheus_client import Counter, Gauge, Histogram
+
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+LATENCIES = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+REQUEST_LATENCIES = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+requests_total = Counter(
+    "modelserver_requests_total", "HTTP requests answered, by endpoint template, method and status",
+    ["endpoint", "method", "http_response_code"],
+)
+request_seconds = Histogram(
+    "modelserver_request_duration_seconds", "Time from a request's arrival to its answer, by endpoint template",
+    ["endpoint"], buckets=REQUEST_LATENCIES,
+)
+requests_in_progress = Gauge(
+    "modelserver_requests_in_progress", "Requests being answered now, by endpoint template (what the autoscaler reads)",
+    ["endpoint"], multiprocess_mode="livesum",
+)
+batch_size = Histogram(
+    "modelserver_batch_size", "Rows per inference call, after adaptive batching", ["model"], buckets=BATCH_SIZES,
+)
+inference_seconds = Histogram(
+    "modelserver_inference_seconds", "Wall time of one batched inference call", ["model"], buckets=LATENCIES,
+)
+client_errors = Counter(
+    "modelserver_client_errors_total",
+    "Requests answered with a 4xx because of what they sent (schema, decoding, size, content), by model and status",
+    ["model", "status"],
+)
+server_errors = Counter(
+    "modelserver_server_errors_total", "Requests a model failed on (answered 500 naming the model), by model", ["model"],
+)
+rejected_requests = Counter(
+    "modelserver_rejected_requests_total",
+    "Requests refused before any model work, by reason (overloaded, shutting_down, unauthorised)", ["reason"],
+)
+explanations = Counter("modelserver_explanations_total", "Explanations served, by model", ["model"])
+
+
+@functools.lru_cache(maxsize=4096)
+def _request_series(endpoint: str, method: str, status: int) -> tuple:
+    """The label children of one (endpoint, method, status), looked up once (labels() costs microseconds)."""
+    return requests_total.labels(endpoint, method, str(status)), request_seconds.labels(endpoint)
+
+
+def observe_request(endpoint: str, method: str, status: int, seconds: float) -> None:
+    counter, histogram = _request_series(endpoint, method, status)
+    counter.inc()
+    histogram.observe(seconds)
+
+
+@functools.lru_cache(maxsize=1024)
+def in_progress(endpoint: str) -> Gauge:
+    return requests_in_progress.labels(endpoint)
+
+
+def observe_batch(model: str, rows: int, seconds: float) -> None:
+    batch_size.labels(model=model).observe(rows)
+    inference_seconds.labels(model=model).observe(seconds)
+
+
+def count_client_error(model: str, status: int) -> None:
+    client_errors.labels(model=model, status=str(status)).inc()
+
+
+def count_server_error(model: str) -> None:
+    server_errors.labels(model=model).inc()
+
+
+def count_rejection(reason: str) -> None:
+    rejected_requests.labels(reason=reason).inc()
+
+
+def count_explanation(model: str) -> None:
+    explanations.labels(model=model).inc()
