@@ -156,7 +156,8 @@ def fit_sigma_calibration(seed: int = 0) -> dict:
     crops of the denoiser's training planes and photographs with noise added, clipped and quantised like an upload."""
     from sklearn.isotonic import IsotonicRegression
 
-    from training.denoise import all_planes, photos_dir
+    from training.denoise import all_planes
+    from training.photos import photos_dir
 
     rng = np.random.default_rng(seed)
     planes = [plane[:256, :256] for plane in all_planes(photos_dir(None))[0] if min(plane.shape) >= 128][::2]

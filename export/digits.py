@@ -22,9 +22,9 @@ from export import onnx_export
 from modelcore import digits, mnist, outliers
 from modelcore.card import MODEL_FILE, ModelMetadata, TensorSpec, credits_table, file_sha256
 from training.common import git_commit, load_checkpoint
-from training.denoise import photo_provenance, photos_dir
 from training.digits import prepare
 from training.networks import DigitNet
+from training.photos import photo_provenance, photos_dir
 
 PARITY_IMAGES = 1000
 ATOL, RTOL = 1e-5, 1e-4

@@ -34,7 +34,9 @@ from typing import Iterator
 import httpx
 
 from loadtest import wrk
-from loadtest.profiles import Profile as ModelEntry, Workload, profile as entry, profiles
+from loadtest.profiles import Profile as ModelEntry
+from loadtest.profiles import Workload, profiles
+from loadtest.profiles import profile as entry
 from service.operations.launch import ROOT, free_port, served_locally
 
 ARTIFACTS = ROOT / "artifacts"

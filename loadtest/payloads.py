@@ -17,6 +17,7 @@ from urllib3 import encode_multipart_formdata
 from loadtest.denoise_eval import png
 from modelcore import mnist
 from modelcore.images import png_bytes
+
 SAMPLES = 256
 DENOISE_CROP = 128  # the side of the noisy photograph crops
 JSON_TYPE = "application/json"

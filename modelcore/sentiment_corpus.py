@@ -12,6 +12,7 @@ airlines, Coachella 2015, DeflateGate, Apple, Claritin) in contiguous runs withi
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.util
 import io
 import os
@@ -162,3 +163,9 @@ def _subset(texts, labels, confidence, sources, ids) -> Split:
     ids = np.sort(ids)
     return Split([texts[i] for i in ids], np.asarray(labels, dtype=np.int64)[ids], np.asarray(confidence, dtype=np.float32)[ids],
                  np.asarray(sources)[ids])
+
+
+def text_keys(texts: list[str]) -> np.ndarray:
+    """A 64-bit key per text, so a student finds the teacher's logits for its own texts, whatever their subset or order."""
+    return np.asarray([int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little", signed=True)
+                       for text in texts], dtype=np.int64)

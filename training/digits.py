@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from modelcore import digits, mnist, outliers
 from training.common import EarlyStopping, git_commit, save_checkpoint, seed_everything, use_threads
-from training.denoise import photo_provenance, photos_dir
 from training.networks import DigitNet
+from training.photos import photo_provenance, photos_dir
 
 # The split is part of the experiment's definition, not a knob: fixed here, independent of --seed.
 SPLIT_SEED = 20261121
@@ -90,7 +90,7 @@ def training_sources(photos: Path | None) -> outliers.Sources:
     """Fonts other than DejaVu, the denoiser's training images and photographs, and the training-side generators."""
     import skimage.data
 
-    from training.denoise import TRAIN_IMAGES, grey, photo_planes, photos_dir
+    from training.photos import TRAIN_IMAGES, grey, photo_planes, photos_dir
 
     planes = [grey(getattr(skimage.data, name)()) for name in TRAIN_IMAGES if name not in ("stereo_motorcycle", "lfw_subset")]
     chosen = photos_dir(photos)

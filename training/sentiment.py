@@ -36,7 +36,7 @@ from torch import nn
 from tqdm import tqdm
 
 from modelcore.sentiment import LABELS, TOKENIZER_FILE, Encoded, TextEncoder
-from modelcore.sentiment_corpus import PROVENANCE, SOURCE_KEYWORDS, Split, load_splits
+from modelcore.sentiment_corpus import PROVENANCE, SOURCE_KEYWORDS, Split, load_splits, text_keys
 from training.common import EarlyStopping, git_commit, save_checkpoint, seed_everything, use_threads
 from training.networks import SentimentNet
 
@@ -230,8 +230,6 @@ def chosen_splits(args: argparse.Namespace) -> tuple[dict[str, Split], dict[str,
 def teacher_logits(path: Path, train_split: Split, hold_out_source: str | None = None) -> np.ndarray:
     """The teacher's logits for each of these training texts, found by their text keys. A student that holds a
     source out must learn from a teacher that held out the same one, or that source would leak through it."""
-    from training.sentiment_teacher import text_keys
-
     with np.load(path) as saved:
         teacher_held_out = str(saved["hold_out_source"]) if "hold_out_source" in saved.files else ""
         if teacher_held_out != (hold_out_source or ""):

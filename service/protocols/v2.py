@@ -19,7 +19,6 @@ its decoded inputs is the model contract's decode -> predict -> encode (service/
 from __future__ import annotations
 
 import base64
-import json
 import struct
 from dataclasses import dataclass
 from http import HTTPStatus

@@ -11,14 +11,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 from modelcore.card import ModelMetadata
 from service.operations.settings import Settings
 from service.runtime.session import OnnxSession
-
-if TYPE_CHECKING:
-    from service.models.contract import ServedModel
 
 log = logging.getLogger("bentoml.modelserver")
 
@@ -59,6 +56,15 @@ def verify_store(references: list[Any]) -> None:
         raise SystemExit(f"modelserver: refusing to start: {'; '.join(problems)}")
 
 
+class ServedModel(Protocol):
+    """What the repository needs of a served model (service/models/contract.py has the whole contract)."""
+
+    name: str
+    version: str
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class LoadFailure:
     """A model that could not be served, and the runtime's reason."""
@@ -75,7 +81,8 @@ class Repository:
         self._served: dict[str, ServedModel] = {}
         self.failures: dict[str, LoadFailure] = {}
 
-    def load(self, model_class: type[ServedModel], directory: Path, tag: str, settings: Settings) -> None:
+    def load(self, model_class: Callable[[OnnxSession], ServedModel], directory: Path, tag: str,
+             settings: Settings) -> None:
         """Load, warm up and serve one stored model; a failure is recorded, never raised."""
         name = tag.split(":")[0]
         try:

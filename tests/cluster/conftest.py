@@ -19,8 +19,8 @@ import httpx
 import psutil
 import pytest
 
-from service.operations.launch import ROOT
 from loadtest.profiles import HttpAnswer, profiles
+from service.operations.launch import ROOT
 
 CLUSTER_SCRIPT = ROOT / "deploy" / "swarm" / "cluster.sh"
 WORK_DIR = Path(os.environ.get("CLUSTER_DIR", ROOT / ".cluster"))

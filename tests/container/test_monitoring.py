@@ -15,8 +15,8 @@ import httpx
 import pytest
 import yaml
 
-from service.operations.launch import ROOT, free_port
 from loadtest.profiles import profiles
+from service.operations.launch import ROOT, free_port
 from tests.container.conftest import Container
 from tests.e2e.calls import smoke_call
 

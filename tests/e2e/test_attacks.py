@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modelcore.images import png_bytes
 from loadtest.profiles.digits import seven
+from modelcore.images import png_bytes
 from tests.e2e.calls import answered_correctly, every_endpoint_answers_correctly
 
 pytestmark = pytest.mark.e2e

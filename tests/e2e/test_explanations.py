@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from modelcore.images import png_bytes
 from loadtest.profiles.denoise import noisy_png
 from loadtest.profiles.digits import seven
+from modelcore.images import png_bytes
 from tests.e2e.calls import smoke_call
 
 pytestmark = pytest.mark.e2e

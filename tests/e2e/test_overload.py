@@ -27,7 +27,7 @@ HOLD_S = 0.25  # each request of the load stays in flight this long
 MEASURE_SECONDS = 4.0
 OVERLOAD_SECONDS = 8.0
 OVERLOAD_FACTOR = 3.0
-TIMEOUT_S = 3  # MODEL_SERVER_REQUEST_TIMEOUT_S for this server
+TIMEOUT_S = 6  # MODEL_SERVER_REQUEST_TIMEOUT_S for this server: room to fill the capacity on a loaded machine
 RETRY_AFTER = "2"
 
 

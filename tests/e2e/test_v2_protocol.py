@@ -18,9 +18,9 @@ import tritonclient.http.aio as triton_aio
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from modelcore.images import png_bytes
 from loadtest.profiles.denoise import noisy_png
 from loadtest.profiles.digits import seven
+from modelcore.images import png_bytes
 from service.models.registry import built_in_models
 
 pytestmark = pytest.mark.e2e

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from modelcore.sentiment import TOKENIZER_FILE, TextEncoder
-from modelcore.sentiment_corpus import load_splits
+from modelcore.sentiment_corpus import load_splits, text_keys
 from training.sentiment import encoder_dir, parse_args, teacher_logits, train, training_loss
-from training.sentiment_teacher import TopLayers, load_encoder, text_keys
+from training.sentiment_teacher import TopLayers, load_encoder
 from training.sentiment_teacher import parse_args as teacher_args
 from training.sentiment_teacher import train as train_teacher
 

@@ -98,3 +98,39 @@ def test_usable_cores_without_a_quota_are_the_affinity(tmp_path):
     assert usable_cores(write_cgroup(tmp_path / "v1", {"cpu/cpu.cfs_quota_us": "-1\n",
                                                         "cpu/cpu.cfs_period_us": "100000\n"})) == affinity
     assert usable_cores(tmp_path / "none") == affinity
+
+
+@pytest.mark.parametrize(("model", "variable", "value", "field"),
+                         [("denoise", "MODEL_SERVER_MAX_DENOISE_PIXELS", "1000", "max_denoise_pixels"),
+                          ("denoise", "MODEL_SERVER_DENOISE_SELF_ENSEMBLE", "false", "denoise_self_ensemble"),
+                          ("digits", "MODEL_SERVER_MAX_IMAGE_PIXELS", "4096", "max_image_pixels"),
+                          ("sentiment", "MODEL_SERVER_MAX_TEXT_CHARS", "99", "max_text_chars")])
+def test_a_models_own_settings_live_with_it_under_their_old_names(monkeypatch, model, variable, value, field):
+    from service.models.registry import built_in
+    from service.operations.settings import load
+
+    monkeypatch.setenv(variable, value)
+    loaded = load(built_in(model).settings_class)
+    assert str(getattr(loaded, field)).lower() == value
+    assert field not in Settings.model_fields  # not a shared setting any more
+
+
+def test_an_invalid_model_setting_stops_start_up_naming_the_variable(monkeypatch):
+    from service.models.registry import built_in
+    from service.operations.settings import load
+
+    monkeypatch.setenv("MODEL_SERVER_MAX_DENOISE_PIXELS", "-5")
+    with pytest.raises(SettingsError, match="MODEL_SERVER_MAX_DENOISE_PIXELS"):
+        load(built_in("denoise").settings_class)
+
+
+def test_every_setting_is_in_the_readme_configuration_table():
+    from pathlib import Path
+
+    from service.models.registry import built_in_models
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    classes = [Settings, *(model.settings_class for model in built_in_models() if model.settings_class)]
+    for settings_class in classes:
+        for field in settings_class.model_fields:
+            assert f"| `MODEL_SERVER_{field.upper()}` |" in readme, f"MODEL_SERVER_{field.upper()} is not documented"
