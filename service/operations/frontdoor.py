@@ -35,6 +35,7 @@ access_log = logging.getLogger("bentoml.access")
 
 REQUEST_ID_HEADER = b"x-request-id"
 SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")  # anything else could forge log lines: replaced
+SERVED_MODEL = "modelserver.model"  # scope key: the served model a handler answered for (the metrics' model label)
 OTHER = "other"  # the endpoint label of paths that are not ours (probes, metrics, unknown paths)
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -216,7 +217,9 @@ class FrontDoor:
         return response
 
     def finished(self, scope: dict, match: Match, outcome: Outcome, seconds: float) -> None:
-        observe_request(match.endpoint, scope["method"], outcome.status, seconds)
+        # The model a v2 request named, once its handler found it served (a path is anything a client sends).
+        model = scope.get(SERVED_MODEL) or (match.route.model if match.route else OTHER)
+        observe_request(match.endpoint, model, scope["method"], outcome.status, seconds)
         if self.log_access:
             client = scope.get("client") or ("-", 0)
             access_log.info('%s:%s "%s %s" %d %dB %.1fms request=%s', client[0], client[1], scope["method"],

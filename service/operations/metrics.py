@@ -16,12 +16,12 @@ LATENCIES = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.
 REQUEST_LATENCIES = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 requests_total = Counter(
-    "modelserver_requests_total", "HTTP requests answered, by endpoint template, method and status",
-    ["endpoint", "method", "http_response_code"],
+    "modelserver_requests_total", "HTTP requests answered, by endpoint template, model, method and status",
+    ["endpoint", "model", "method", "http_response_code"],
 )
 request_seconds = Histogram(
-    "modelserver_request_duration_seconds", "Time from a request's arrival to its answer, by endpoint template",
-    ["endpoint"], buckets=REQUEST_LATENCIES,
+    "modelserver_request_duration_seconds", "Time from a request's arrival to its answer, by endpoint template and model",
+    ["endpoint", "model"], buckets=REQUEST_LATENCIES,
 )
 requests_in_progress = Gauge(
     "modelserver_requests_in_progress", "Requests being answered now, by endpoint template (what the autoscaler reads)",
@@ -49,13 +49,13 @@ explanations = Counter("modelserver_explanations_total", "Explanations served, b
 
 
 @functools.lru_cache(maxsize=4096)
-def _request_series(endpoint: str, method: str, status: int) -> tuple:
-    """The label children of one (endpoint, method, status), looked up once (labels() costs microseconds)."""
-    return requests_total.labels(endpoint, method, str(status)), request_seconds.labels(endpoint)
+def _request_series(endpoint: str, model: str, method: str, status: int) -> tuple:
+    """The label children of one (endpoint, model, method, status), looked up once (labels() costs microseconds)."""
+    return requests_total.labels(endpoint, model, method, str(status)), request_seconds.labels(endpoint, model)
 
 
-def observe_request(endpoint: str, method: str, status: int, seconds: float) -> None:
-    counter, histogram = _request_series(endpoint, method, status)
+def observe_request(endpoint: str, model: str, method: str, status: int, seconds: float) -> None:
+    counter, histogram = _request_series(endpoint, model, method, status)
     counter.inc()
     histogram.observe(seconds)
 

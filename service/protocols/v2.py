@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field, NonNegativeInt, ValidationError
 
 from modelcore.errors import InputError
 from service.models.contract import ServedModel, TensorSig
-from service.operations.frontdoor import Call, Route
+from service.operations.frontdoor import SERVED_MODEL, Call, Route
 from service.operations.http import Response, client_error, json_bytes, json_response
 from service.operations.lifecycle import STATE
 from service.protocols.openapi import Operation
@@ -304,6 +304,7 @@ class V2:
                                  HTTPStatus.SERVICE_UNAVAILABLE)
             raise InputError(f"Unknown model {name!r}; served models: {', '.join(self.repository.names())} "
                              "(GET /v2/models/<name>).", HTTPStatus.NOT_FOUND)
+        call.scope[SERVED_MODEL] = model.name
         version = call.params.get("version")
         if version is not None and version != model.version:
             raise InputError(f"Model {name} has no version {version!r}; the served version is {model.version}.",

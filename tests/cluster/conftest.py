@@ -235,7 +235,7 @@ class Cluster:
         read = ("import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:3000/metrics', timeout=5)"
                 ".read().decode())")
         metrics = self.docker(1, "exec", container, "python3", "-c", read)
-        return int(sum(float(value) for value in re.findall(r"^bentoml_service_request_in_progress\{[^}]*\} (\S+)$",
+        return int(sum(float(value) for value in re.findall(r"^modelserver_requests_in_progress\{[^}]*\} (\S+)$",
                                                                metrics, re.M)))
 
     def stop_node_2(self) -> None:
