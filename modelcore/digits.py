@@ -69,7 +69,7 @@ def laid_out(grey: np.ndarray) -> tuple[np.ndarray, Layout]:
 
 def _ink_on_black(grey: np.ndarray) -> np.ndarray:
     """Invert dark-on-light input and stretch so paper is 0 and the strongest ink is 255."""
-    background = float(np.median(_border(grey)))
+    background = _median(_border(grey))
     if background > 127.5:
         grey = 255.0 - grey
         background = 255.0 - background
@@ -83,6 +83,15 @@ def _ink_on_black(grey: np.ndarray) -> np.ndarray:
     ink = (grey - background) * (255.0 / (strongest - background))
     ink[ink < INK_THRESHOLD * 255.0] = 0.0
     return np.clip(ink, 0.0, 255.0, out=ink)
+
+
+def _median(values: np.ndarray) -> float:
+    """np.median of a 1-D array, by partition: the same value at a fraction of np.median's overhead."""
+    middle = len(values) // 2
+    if len(values) % 2:
+        return float(np.partition(values, middle)[middle])
+    low, high = np.partition(values, (middle - 1, middle))[middle - 1 : middle + 1]
+    return float((low + high) / 2)
 
 
 def _border(grey: np.ndarray) -> np.ndarray:
@@ -109,13 +118,11 @@ def _fit_box(digit: np.ndarray) -> np.ndarray:
 
 def _centre_by_mass(digit: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     """Paste into a 28x28 black frame with the ink's centre of mass at the frame's centre; (frame, (top, left))."""
-    rows, cols = np.indices(digit.shape)
-    mass = digit.sum()
-    centre_row = (rows * digit).sum() / mass
-    centre_col = (cols * digit).sum() / mass
-    top = int(np.clip(round(SIDE / 2 - centre_row), 0, SIDE - digit.shape[0]))
-    left = int(np.clip(round(SIDE / 2 - centre_col), 0, SIDE - digit.shape[1]))
+    mass = digit.sum(dtype=np.float64)
+    centre_row = np.dot(np.arange(digit.shape[0]), digit.sum(axis=1, dtype=np.float64)) / mass
+    centre_col = np.dot(np.arange(digit.shape[1]), digit.sum(axis=0, dtype=np.float64)) / mass
+    top = min(max(round(SIDE / 2 - centre_row), 0), SIDE - digit.shape[0])
+    left = min(max(round(SIDE / 2 - centre_col), 0), SIDE - digit.shape[1])
     frame = np.zeros((SIDE, SIDE), dtype=np.float32)
     frame[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
     return frame, (top, left)
-

@@ -24,6 +24,7 @@ from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl
 
 from modelcore.errors import InputError
+from service.operations.access_log import server_access_log
 from service.operations.guards import Admission, ApiKey
 from service.operations.http import REQUEST_ID, Response, client_error, error_response
 from service.operations.lifecycle import STATE
@@ -31,7 +32,6 @@ from service.operations.metrics import count_server_error, in_progress, observe_
 from service.operations.settings import Settings
 
 log = logging.getLogger("bentoml.modelserver")
-access_log = logging.getLogger("bentoml.access")
 
 REQUEST_ID_HEADER = b"x-request-id"
 SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")  # anything else could forge log lines: replaced
@@ -135,7 +135,7 @@ class FrontDoor:
         self.admission = Admission(settings.max_concurrent_requests, settings.retry_after_s)
         self.max_body = settings.max_request_bytes
         self.timeout = settings.request_timeout_s
-        self.log_access = settings.access_log
+        self.access_log = server_access_log() if settings.access_log else None
         self.inner = self.dispatch if not settings.cors_origins else cors(self.dispatch, settings.cors_origins)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
@@ -220,10 +220,10 @@ class FrontDoor:
         # The model a v2 request named, once its handler found it served (a path is anything a client sends).
         model = scope.get(SERVED_MODEL) or (match.route.model if match.route else OTHER)
         observe_request(match.endpoint, model, scope["method"], outcome.status, seconds)
-        if self.log_access:
+        if self.access_log is not None:
             client = scope.get("client") or ("-", 0)
-            access_log.info('%s:%s "%s %s" %d %dB %.1fms request=%s', client[0], client[1], scope["method"],
-                            scope["path"][:200], outcome.status, outcome.sent, seconds * 1000, outcome.request_id_text)
+            self.access_log.write(f'{client[0]}:{client[1]} "{scope["method"]} {scope["path"][:200]}" {outcome.status} '
+                                  f'{outcome.sent}B {seconds * 1000:.1f}ms request={outcome.request_id_text}')
 
 
 def cors(app: Callable, origins: list[str]) -> Callable:

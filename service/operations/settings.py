@@ -84,7 +84,12 @@ class Settings(BaseSettings):
     )
     max_batch_size: int = Field(64, ge=1, le=4096, description="most items the batcher runs through a model at once")
     max_batch_wait_ms: float = Field(
-        2.0, ge=0, le=1000, description="longest the batcher holds a request to let a batch fill (latency budget)"
+        0.0, ge=0, le=1000, description="longest the batcher holds a batch that is not full for more requests to join; "
+        "0: none (a lone request runs at once, and requests arriving while a batch runs form the next one)"
+    )
+    inline_budget_ms: float = Field(
+        5.0, ge=0, le=1000, description="a batch expected to take less (measured time per row x rows) runs on the event "
+        "loop itself instead of the inference thread: no hand-off for small inputs; 0: always the thread"
     )
     max_request_bytes: int = Field(10 * 2**20, ge=1024, description="largest accepted request body; larger gets 413")
     max_run_elements: int = Field(

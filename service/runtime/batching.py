@@ -1,9 +1,16 @@
 """Adaptive batching inside one worker: concurrent requests for a model share one inference call.
 
-BentoML's own batching needs the public endpoint to call a batched endpoint of the service
-(`self.to_async`), and that internal call drops requests under concurrency in BentoML 1.4.30-1.4.39
-(upstream threads bentoml/BentoML#5540 and #4971; fix proposed in PR #5698). This batcher sits behind each endpoint instead, so every request is
-validated on its own (its own 4xx) and only clean arrays ever reach a batch.
+No batch waits for company it does not have: a lone request runs at once, and while a batch runs, the requests
+that arrive meanwhile queue and form the next one, which starts as soon as the previous one is done (continuous
+batching; a batch can also be held up to `max_wait_ms` to fill, when that is configured). A batch expected to take
+less than `inline_budget_s` (rows times the time per row measured so far) runs on the event loop itself: for a
+one-image request the hand-off to a thread and back cost more than the model (docs/performance.md). Longer ones run
+on the model's inference thread, so the loop keeps answering probes and refusing excess load meanwhile.
+
+BentoML's own batching needs the public endpoint to call a batched endpoint of the service (`self.to_async`), and
+that internal call drops requests under concurrency in BentoML 1.4.30-1.4.39 (upstream threads bentoml/BentoML#5540
+and #4971; fix proposed in PR #5698). This batcher sits behind each endpoint instead, so every request is validated
+on its own (its own 4xx) and only clean arrays ever reach a batch.
 """
 
 from __future__ import annotations
@@ -11,11 +18,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 log = logging.getLogger("bentoml.modelserver")
+
+SMOOTHING = 0.2  # weight of the newest batch in the running time-per-row estimate
 
 
 @dataclass
@@ -26,9 +36,10 @@ class _Request:
 
 
 class MicroBatcher:
-    """Queue requests, run them in batches of up to `max_batch_size` rows on one inference thread.
+    """Queue requests, run them in batches of up to `max_batch_size` rows, one batch at a time.
 
-    `run` takes the payloads of one batch and returns one output per payload, in order.
+    `run` takes the payloads of one batch and returns one output per payload, in order. With `batchable` false
+    (a graph with a fixed batch axis) every request runs alone.
     """
 
     def __init__(
@@ -38,11 +49,16 @@ class MicroBatcher:
         max_wait_ms: float,
         name: str,
         on_batch: Callable[[int, float], None] | None = None,
+        inline_budget_s: float = 0.0,
+        batchable: bool = True,
     ) -> None:
         self._run = run
         self._max_rows = max_batch_size
         self._max_wait = max_wait_ms / 1000.0
         self._on_batch = on_batch or (lambda rows, seconds: None)
+        self._inline_budget = inline_budget_s
+        self._batchable = batchable
+        self._seconds_per_row: float | None = None  # measured; until then, batches run on the inference thread
         self._pending: collections.deque[_Request] = collections.deque()
         self._pending_rows = 0
         self._arrived: asyncio.Event | None = None
@@ -57,6 +73,15 @@ class MicroBatcher:
     @property
     def max_wait_s(self) -> float:
         return self._max_wait
+
+    def note_run(self, rows: int, seconds: float) -> None:
+        """Fold a measured inference time into the per-row estimate (the session's warm-up calls this too)."""
+        per_row = seconds / max(rows, 1)
+        known = self._seconds_per_row
+        self._seconds_per_row = per_row if known is None else (1 - SMOOTHING) * known + SMOOTHING * per_row
+
+    def runs_inline(self, rows: int) -> bool:
+        return self._seconds_per_row is not None and rows * self._seconds_per_row <= self._inline_budget
 
     async def predict(self, payload: Any, rows: int) -> Any:
         """The output for one request's payload of `rows` items, computed in a batch with whatever else is queued."""
@@ -79,25 +104,26 @@ class MicroBatcher:
                 await self._run_batch(batch)
 
     async def _next_batch(self) -> list[_Request]:
-        """Wait for a request, give others up to max_wait to join, then take up to max_rows rows."""
+        """Wait for a request; with a batch wait configured, give others up to that long to join; take the queue."""
         while not self._pending:
             self._arrived.clear()
             await self._arrived.wait()
-        deadline = asyncio.get_running_loop().time() + self._max_wait
-        while self._pending_rows < self._max_rows:
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                break
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
-            except TimeoutError:
-                break
+        if self._max_wait > 0 and self._batchable:
+            deadline = asyncio.get_running_loop().time() + self._max_wait
+            while self._pending_rows < self._max_rows:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                except TimeoutError:
+                    break
         return self._take_batch()
 
     def _take_batch(self) -> list[_Request]:
         batch, rows = [], 0
-        while self._pending and (not batch or rows + self._pending[0].rows <= self._max_rows):
+        while self._pending and (not batch or (self._batchable and rows + self._pending[0].rows <= self._max_rows)):
             request = self._pending.popleft()
             self._pending_rows -= request.rows
             if not request.future.done():  # the client may have gone away meanwhile
@@ -107,17 +133,22 @@ class MicroBatcher:
 
     async def _run_batch(self, batch: list[_Request]) -> None:
         rows = sum(request.rows for request in batch)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        payloads = [request.payload for request in batch]
+        started = time.perf_counter()
         try:
-            outputs = await loop.run_in_executor(self.executor, self._run, [request.payload for request in batch])
+            if self.runs_inline(rows):
+                outputs = self._run(payloads)
+            else:
+                outputs = await asyncio.get_running_loop().run_in_executor(self.executor, self._run, payloads)
         except Exception as exc:  # a fault of the model itself: every request in the batch shares it
             log.exception("inference failed for a batch of %d rows", rows)
             for request in batch:
                 if not request.future.done():
                     request.future.set_exception(exc)
             return
-        self._on_batch(rows, loop.time() - started)
+        elapsed = time.perf_counter() - started
+        self.note_run(rows, elapsed)
+        self._on_batch(rows, elapsed)
         for request, output in zip(batch, outputs):
             if not request.future.done():
                 request.future.set_result(output)

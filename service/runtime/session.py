@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -149,6 +149,8 @@ class OnnxSession:
             settings.max_batch_wait_ms,
             name=self.metadata.name,
             on_batch=lambda rows, seconds: observe_batch(self.metadata.name, rows, seconds),
+            inline_budget_s=settings.inline_budget_ms / 1000,
+            batchable=self.batchable,
         )
         self.warm_up()
         log.info("model %s loaded from %s on %s", tag, directory, self.provider)
@@ -205,17 +207,22 @@ class OnnxSession:
 
     async def predict_outputs(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every output for one request's inputs, batched with concurrent requests where the graph allows."""
-        if not self.batchable:
-            return await asyncio.get_running_loop().run_in_executor(self.batcher.executor, self.run, feeds)
-        return await self.batcher.predict(feeds, rows=len(next(iter(feeds.values()))))
+        rows = len(next(iter(feeds.values()))) if self.batchable else 1
+        return await self.batcher.predict(feeds, rows=rows)
 
     async def predict(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """The graph's first output for one request's inputs (arrays with a leading batch axis), batched."""
         return (await self.predict_outputs(feeds))[self.output_names[0]]
 
     def warm_up(self) -> None:
-        """One inference on zeros of every declared input, so the first request is not slow."""
-        self.run({spec.name: np.zeros(spec.example(), dtype=np.dtype(spec.dtype)) for spec in self.metadata.inputs})
+        """Inference on zeros of every declared input, so the first request is not slow; the second run's time is
+        the batcher's first estimate of the time per row."""
+        example = {spec.name: np.zeros(spec.example(), dtype=np.dtype(spec.dtype)) for spec in self.metadata.inputs}
+        self.run(example)
+        started = time.perf_counter()
+        self.run(example)
+        rows = len(next(iter(example.values()))) if example and self.batchable else 1
+        self.batcher.note_run(rows, time.perf_counter() - started)
 
     def info(self) -> dict[str, Any]:
         """What the models endpoint says about this model."""

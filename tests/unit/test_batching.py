@@ -147,3 +147,68 @@ def test_collate_concatenates_fixed_shape_inputs():
 
     merged = collate([{"pixels": np.zeros((1, 1, 4, 4))}, {"pixels": np.ones((2, 1, 4, 4))}])
     assert merged["pixels"].shape == (3, 1, 4, 4) and merged["pixels"][1:].min() == 1
+
+
+def test_a_small_batch_runs_on_the_event_loop_and_a_large_one_on_the_inference_thread():
+    threads = []
+
+    def record_thread(payloads):
+        threads.append(threading.current_thread().name)
+        return [payload * 2 for payload in payloads]
+
+    async def scenario():
+        batcher = MicroBatcher(record_thread, max_batch_size=64, max_wait_ms=0, name="t", inline_budget_s=0.004)
+        batcher.note_run(rows=1, seconds=0.001)  # 1 ms per row: up to 4 rows fit the budget
+        small = await predict(batcher, np.ones((2, 1)))
+        large = await predict(batcher, np.ones((8, 1)))
+        batcher.close()
+        return small, large
+
+    small, large = run(scenario())
+    assert small.tolist() == [[2.0]] * 2 and large.tolist() == [[2.0]] * 8
+    assert threads[0] == threading.main_thread().name and threads[1].startswith("t-inference")
+
+
+def test_before_any_time_is_measured_batches_run_on_the_inference_thread():
+    async def scenario():
+        batcher = MicroBatcher(RecordingModel(), max_batch_size=64, max_wait_ms=0, name="t", inline_budget_s=1.0)
+        inline_at_first = batcher.runs_inline(1)
+        await predict(batcher, np.ones((1, 1)))
+        batcher.close()
+        return inline_at_first, batcher.runs_inline(1)
+
+    assert run(scenario()) == (False, True)
+
+
+def test_requests_arriving_while_a_batch_runs_form_the_next_batch_without_waiting():
+    model = RecordingModel()
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch_size=64, max_wait_ms=0, name="t")
+        model.gate.clear()
+        first = asyncio.ensure_future(predict(batcher, np.zeros((1, 2))))
+        await asyncio.sleep(0.01)
+        rest = [asyncio.ensure_future(predict(batcher, np.ones((1, 2)))) for _ in range(5)]
+        await asyncio.sleep(0.01)
+        model.gate.set()
+        await asyncio.gather(first, *rest)
+        batcher.close()
+
+    run(scenario())
+    assert model.batch_sizes == [1, 5]
+
+
+def test_a_graph_with_a_fixed_batch_axis_runs_each_request_alone():
+    model = RecordingModel()
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch_size=64, max_wait_ms=0, name="t", batchable=False)
+        model.gate.clear()
+        calls = [asyncio.ensure_future(batcher.predict(np.ones((2, 1)), rows=1)) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        model.gate.set()
+        await asyncio.gather(*calls)
+        batcher.close()
+
+    run(scenario())
+    assert model.batch_sizes == [2, 2, 2]
