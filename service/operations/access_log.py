@@ -60,8 +60,11 @@ class AccessLog:
         if not self.lines:
             return
         text, self.lines = "".join(self.lines), []
-        self.stream.write(text)
-        self.stream.flush()
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # the stream is gone (a closed pipe, the interpreter exiting): lines lost
+            pass
 
 
 def later(flush):

@@ -150,7 +150,7 @@ def test_a_body_over_the_limit_gets_413_naming_the_limit(content):
 
 
 def test_a_request_past_its_deadline_gets_504_in_json_and_leaves_no_timer():
-    door = front_door(request_timeout_s=0.2)
+    door = front_door(request_timeout_s=0.2, access_log=False)  # the access log keeps one flush timer of its own
 
     async def scenario():
         async with client(door) as session:
@@ -212,3 +212,25 @@ def test_the_apps_plain_text_404_becomes_our_json_error():
 def test_two_routes_for_the_same_method_and_path_are_refused():
     with pytest.raises(ValueError, match="two routes for POST /echo"):
         Router([Route("/echo", echo), Route("/echo", echo)])
+
+
+def test_access_lines_carry_the_request_and_are_written_in_batches():
+    import io
+
+    from service.operations.access_log import AccessLog
+
+    stream = io.StringIO()
+    door = front_door()
+    door.access_log = AccessLog(stream=stream)
+
+    async def scenario():
+        async with client(door) as session:
+            await session.post("/refuses", headers={"X-Request-ID": "batch-me-7"})
+            written_at_once = stream.getvalue()
+            await asyncio.sleep(0.8)  # past the batch's half second
+        return written_at_once
+
+    assert asyncio.run(scenario()) == ""
+    (line,) = stream.getvalue().splitlines()
+    assert '"POST /refuses" 422 ' in line and line.endswith("request=batch-me-7")
+
