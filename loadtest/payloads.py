@@ -101,6 +101,17 @@ def noisy_pngs() -> list[Body]:
     return [encode_multipart_formdata({"image": ("noisy.png", png(crop), "image/png")}) for crop in noisy_crops()]
 
 
+@functools.cache
+def noisy_pngs_256() -> list[Body]:
+    """Noisy (sigma 25) 256x256 crops of the denoiser's test photographs as multipart uploads, one per photograph."""
+    from modelcore.denoise import add_noise
+    from modelcore.denoise_data import load_test_images
+
+    rng = np.random.default_rng(1)
+    return [encode_multipart_formdata({"image": ("noisy.png", png(add_noise(plane[:256, :256], 25.0, rng)), "image/png")})
+            for plane in load_test_images().values() if min(plane.shape) >= 256]
+
+
 def v2_binary_body(inputs: list[tuple[str, str, list[int], bytes]]) -> tuple[bytes, str, dict[str, str]]:
     """An Open Inference Protocol v2 request with binary tensors [(name, datatype, shape, raw bytes)], all outputs binary."""
     header = json.dumps({"inputs": [{"name": name, "datatype": datatype, "shape": shape,

@@ -1,44 +1,64 @@
-"""Put models into the BentoML model store, where the service (and `bentoml build`) find them.
+"""The model store and the model repository, from the command line.
 
-    python -m service.store import artifacts/digits   # one exported model directory
-    python -m service.store import-shipped            # every model shipped under artifacts/
-    python -m service.store import-onnx my_model.onnx --name my-model [--labels cat,dog] [--description "..."]
+    python -m service.store import-shipped               # the built-in models under artifacts/, into the model store
+    python -m service.store import artifacts/digits      # one exported model directory, into the model store
+    python -m service.store import-onnx my.onnx --name my-model [--labels cat,dog] [--description "..."]
+                                         [--example inputs.npz | --example-shape x=1,3] [--add-version | --replace]
+    python -m service.store list                          # every model version, its state and its traffic
+    python -m service.store remove NAME [--version V]     # stop serving it and delete its files
+    python -m service.store promote NAME VERSION          # make a version the default (rollback undoes it)
+    python -m service.store canary NAME VERSION --weight 0.1     # a share of the traffic to a candidate
+    python -m service.store shadow NAME VERSION           # a copy of the traffic to a candidate, answers discarded
+    python -m service.store rollback NAME                 # the previous default back; canary and shadow ended
 
-`import-onnx` serves your own ONNX graph with no code: the file is checked (onnx.checker, and onnxruntime must
-load it), its inputs and outputs are read from the graph, metadata and a model card are written beside it, and
-after a restart the server offers it over the Open Inference Protocol v2 (/v2/models/<name>) and in /models.
-Every check runs before anything is written: a refused file leaves the store as it was.
+Both live in BENTOML_HOME (default: the project's .bentoml, as `make serve` uses, whatever the working directory):
+the model store (models/) holds the built-in models BentoML packs into a Bento; the repository (repository/, or
+MODEL_SERVER_REPOSITORY) holds the models loaded at run time and state.json, which every running worker follows:
+an import or a traffic change here is served within a second plus the model's load time, with no restart.
+
+`import-onnx` serves your own ONNX graph with no code: the file is checked (onnx.checker where onnx is installed, and
+its IR version and opset against this onnxruntime), proven to load and run on an example (yours, or zeros with every
+named axis 1) in a bounded child process, described from its graph (metadata and a model card), and loaded by every
+worker. Every check runs before anything is written: a refused file leaves the repository as it was.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import re
+import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any
 
-import bentoml
-from bentoml.exceptions import NotFound
+from service.runtime.state import check_name, default_home, repository_dir
 
-from modelcore.card import METADATA_FILE, MODEL_FILE, ModelMetadata, TensorSpec, file_sha256
-from service.models.imported import ORT_TYPES, SOURCE_LABEL
-from service.models.registry import built_in_models
-from service.runtime.session import supported_versions
+os.environ.setdefault("BENTOML_HOME", str(default_home()))  # before BentoML reads it: the same store as the server
 
-log = logging.getLogger("bentoml.modelserver")
+import bentoml  # noqa: E402
+from bentoml.exceptions import NotFound  # noqa: E402
+
+from modelcore.card import METADATA_FILE, MODEL_FILE, ModelMetadata  # noqa: E402
+from service.models.registry import built_in_models  # noqa: E402
+from service.runtime.intake import IntakeRefused, Submission, take_in  # noqa: E402
+from service.runtime.proving import EXAMPLE_FILE  # noqa: E402
+from service.runtime.state import (  # noqa: E402
+    Canary,
+    ModelState,
+    changing_state,
+    live_workers,
+    read_state,
+    state_signature,
+    wait_for_workers,
+)
 
 SHIPPED = Path(__file__).resolve().parent.parent / "artifacts"
 
 
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-
-
 class ImportRefused(ValueError):
-    """A file or name import-onnx will not put in the store; the message says why and what to do."""
+    """A file or name import-onnx will not put in the repository; the message says why and what to do."""
+
+
+# the model store: built-in models --------------------------------------------------------------------------------
 
 
 def import_model(directory: Path, labels: dict[str, str] | None = None) -> str:
@@ -75,132 +95,230 @@ def import_shipped(root: Path = SHIPPED) -> list[str]:
     return [import_model(metadata.parent) for metadata in sorted(root.glob(f"*/{METADATA_FILE}"))]
 
 
-def imported_tags(reserved: set[str]) -> list[str]:
-    """The store tag of the newest version of every imported model whose name no built-in model uses."""
-    newest: dict[str, Any] = {}
-    for stored in bentoml.models.list():
-        if stored.info.labels.get("source") != SOURCE_LABEL["source"]:
-            continue
-        name = stored.tag.name
-        if name in reserved:
-            log.warning("imported model %s is not served: a built-in model has that name", stored.tag)
-            continue
-        if name not in newest or stored.info.creation_time > newest[name].info.creation_time:
-            newest[name] = stored
-    return [str(stored.tag) for _, stored in sorted(newest.items())]
+# the repository: models loaded at run time ----------------------------------------------------------------------
 
 
-def import_onnx(path: Path, name: str, labels: list[str] | None = None, description: str = "",
-                replace: bool = False) -> str:
-    """Check a user's ONNX file, describe it, and put it in the store as <name>:<version>, served over v2."""
-    check_name(name, replace)
-    inputs, outputs = graph_signature(path)
-    if labels and not any(spec.shape and spec.shape[-1] == len(labels) for spec in outputs):
-        raise ImportRefused(f"{len(labels)} labels given, but no output has a last dimension of {len(labels)}.")
-    with tempfile.TemporaryDirectory(prefix="import-onnx-") as staging:
-        directory = Path(staging)
-        shutil.copyfile(path, directory / MODEL_FILE)
-        sha256 = file_sha256(directory / MODEL_FILE)
-        metadata = ModelMetadata(
-            name=name, version=sha256[:12], task="custom", sha256=sha256, labels=labels or [],
-            summary=description or f"A user-supplied ONNX model imported from {path.name}; served over the Open "
-                                   "Inference Protocol v2 as /v2/models/" + name,
-            inputs=inputs, outputs=outputs,
-            data={"source": f"imported by the user from {path.name}; its data and licence are the user's to state"},
-            export={"imported_with": "python -m service.store import-onnx", "checks": "onnx.checker, onnxruntime load"},
-        )
-        metadata.write(directory)
-        return import_model(directory, labels=SOURCE_LABEL)
+def import_onnx(path: Path, name: str, labels: list[str] | None = None, description: str = "", replace: bool = False,
+                add_version: bool = False, example: Path | None = None,
+                example_shapes: dict[str, list[int]] | None = None, repository: Path | None = None) -> str:
+    """Check, prove and put a user's ONNX file into the repository as a version of `name`, served by every worker."""
+    repository = repository or repository_dir()
+    base = existing_model(name, repository, replace or add_version)
+    files = {MODEL_FILE: read_file(path)}
+    if example is not None:
+        files[EXAMPLE_FILE] = read_file(example)
+    submission = Submission(name=name, files=files, example_shapes=example_shapes or {}, labels=labels or [],
+                            description=description, source=f"python -m service.store import-onnx {path.name}", base=base)
+    checked_by_onnx(path)
+    try:
+        version = take_in(repository, submission, memory_mb=2048, timeout_s=120)
+    except IntakeRefused as exc:
+        raise ImportRefused(exc.message) from None
+    with changing_state(repository) as state:
+        entry = state.models.setdefault(name, ModelState())
+        if replace:
+            entry.versions, entry.canary, entry.shadow = [], None, None
+        entry.add(version, make_default=not add_version)
+    return f"{name}:{version}"
 
 
-def check_name(name: str, replace: bool) -> None:
-    if not NAME_PATTERN.match(name):
-        raise ImportRefused(f"Name {name!r}: use 1-63 lower-case letters, digits, '-' or '_', starting with a letter.")
-    if name in {model.name for model in built_in_models()}:
-        raise ImportRefused(f"Name {name!r} is a built-in model of this server; choose another --name.")
-    existing = [stored for stored in bentoml.models.list() if stored.tag.name == name]
-    if existing and not replace:
-        ours = all(stored.info.labels.get("source") == SOURCE_LABEL["source"] for stored in existing)
-        raise ImportRefused(f"A model named {name!r} is already in the store"
-                            + ("; pass --replace to serve the new file under that name instead." if ours else "."))
+def existing_model(name: str, repository: Path, allowed: bool) -> ModelMetadata | None:
+    """The metadata a new version of `name` must match (None for a new name); ImportRefused for a clash."""
+    try:
+        check_name(name)
+    except ValueError as exc:
+        raise ImportRefused(str(exc)) from None
+    built_in = {model.name for model in built_in_models()}
+    state = read_state(repository).models.get(name)
+    if name in built_in and not allowed:
+        raise ImportRefused(f"Name {name!r} is a built-in model of this server; choose another --name, or pass "
+                            "--add-version to add a version of it (same inputs and outputs).")
+    if state is not None and state.versions and not allowed:
+        raise ImportRefused(f"A model named {name!r} is already in the repository; pass --replace to serve this file "
+                            "instead, or --add-version to load it beside the served one (for a canary or a shadow).")
+    if name in built_in:
+        return ModelMetadata.read(Path(bentoml.models.get(f"{name}:latest").path))
+    if state is not None and state.default:
+        return ModelMetadata.read(repository / name / state.default)
+    return None
 
 
-def graph_signature(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """The graph's inputs and outputs, after onnx.checker and an onnxruntime load; ImportRefused otherwise."""
-    import onnx
-    import onnxruntime as ort
-
+def read_file(path: Path) -> bytes:
     if not path.is_file():
         raise ImportRefused(f"{path} is not a file.")
-    check_runtime_supports(path)
+    return path.read_bytes()
+
+
+def checked_by_onnx(path: Path) -> None:
+    """onnx.checker's full check where the onnx package is installed (the serving image has none: skipped there)."""
+    try:
+        import onnx
+    except ImportError:
+        return
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.onnx_cpp2py_export.shape_inference.InferenceError, OSError,
             ValueError) as exc:  # a protobuf parse error is a DecodeError, a ValueError
-        raise ImportRefused(f"{path} is not a valid ONNX model: {str(exc).splitlines()[0]}") from None
+        message = str(exc).splitlines()[0]
+        if "opset" in message.lower() or "ir_version" in message.lower() or "IR version" in message:
+            return  # the runtime check that follows names what this server loads
+        raise ImportRefused(f"{path} is not a valid ONNX model: {message}") from None
+
+
+def remove(name: str, version: str | None = None, repository: Path | None = None) -> list[str]:
+    """Stop serving a model's repository versions (or one) and delete their files; the versions removed."""
+    repository = repository or repository_dir()
+    with changing_state(repository) as state:
+        entry = state.models.get(name)
+        if entry is None or (version is not None and version not in entry.versions):
+            raise ImportRefused(f"No {'version ' + version + ' of ' if version else ''}{name!r} in the repository.")
+        removed = [version] if version else list(entry.versions)
+        entry.versions = [kept for kept in entry.versions if kept not in removed]
+        entry.default = None if entry.default in removed else entry.default
+        entry.canary = None if entry.canary and entry.canary.version in removed else entry.canary
+        entry.shadow = None if entry.shadow in removed else entry.shadow
+        if not entry.versions:
+            state.models.pop(name)
+    for gone in removed:  # the workers drop them within a second; files go once no request can need them
+        shutil.rmtree(repository / name / gone, ignore_errors=True)
+    return removed
+
+
+def change_traffic(name: str, repository: Path | None = None, *, default: str | None = None,
+                   canary: tuple[str, float] | None = None, shadow: str | None = None, rollback: bool = False) -> ModelState:
+    """Promote a version, give a canary its share, set a shadow, or roll back; the model's new state."""
+    repository = repository or repository_dir()
+    with changing_state(repository) as state:
+        entry = state.models.setdefault(name, ModelState())
+        known = set(entry.versions) | existing_built_in_version(name)
+        for version in filter(None, (default, canary[0] if canary else None, shadow)):
+            if version not in known:
+                raise ImportRefused(f"Version {version!r} of {name!r} is not in the repository; known: "
+                                    f"{', '.join(sorted(known)) or 'none'} (python -m service.store list).")
+        if rollback:
+            entry.roll_back()
+        if default:
+            entry.promote(default)
+        if canary:
+            entry.canary = Canary(version=canary[0], weight=canary[1])
+        if shadow:
+            entry.shadow = shadow
+        return entry.model_copy()
+
+
+def existing_built_in_version(name: str) -> set[str]:
+    if name not in {model.name for model in built_in_models()}:
+        return set()
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types for unloadable graphs
-        raise ImportRefused(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}") from None
-
-    def spec(argument) -> TensorSpec:
-        if argument.type not in ORT_TYPES:
-            raise ImportRefused(f"Tensor {argument.name!r} has type {argument.type}, which is not served; "
-                                f"supported: {', '.join(sorted(ORT_TYPES))}.")
-        shape = [dim if isinstance(dim, int) else (dim or f"dim{index}") for index, dim in enumerate(argument.shape)]
-        return TensorSpec(name=argument.name, shape=shape, dtype=ORT_TYPES[argument.type][1])
-
-    return [spec(argument) for argument in session.get_inputs()], [spec(argument) for argument in session.get_outputs()]
+        return {ModelMetadata.read(Path(bentoml.models.get(f"{name}:latest").path)).version}
+    except (NotFound, OSError, ValueError):
+        return set()
 
 
-def check_runtime_supports(path: Path) -> None:
-    """ImportRefused, naming what this onnxruntime supports and how to export for it, for a graph stamped newer."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - a protobuf parse error of any kind: not an ONNX file
-        raise ImportRefused(f"{path} is not a valid ONNX model: {str(exc).splitlines()[0]}") from None
-    supported = supported_versions()
-    opset = max((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), default=0)
-    if model.ir_version <= supported.ir_version and opset <= supported.opset:
-        return
-    raise ImportRefused(
-        f"{path.name} has IR version {model.ir_version} and ai.onnx opset {opset}; this server's onnxruntime "
-        f"{supported.runtime} loads IR version <= {supported.ir_version} and opset <= {supported.opset}. Export for "
-        f"them: torch.onnx.export(..., opset_version={min(opset, supported.opset)}), or convert the file with "
-        f"onnx.version_converter.convert_version(model, {min(opset, supported.opset)}) and set "
-        f"model.ir_version = {supported.ir_version} before onnx.save."
-    )
+def listing(repository: Path | None = None) -> list[str]:
+    """One line per model version: where it comes from and what traffic it takes."""
+    repository = repository or repository_dir()
+    state = read_state(repository)
+    lines = []
+    for model in built_in_models():
+        lines.append(f"{model.name}  {', '.join(existing_built_in_version(model.name)) or '(not imported)'}  built-in")
+    for name, entry in sorted(state.models.items()):
+        for version in entry.versions:
+            roles = [role for role, matches in (("default", entry.default == version),
+                                                (f"canary {entry.canary.weight:.0%}" if entry.canary else "",
+                                                 bool(entry.canary and entry.canary.version == version)),
+                                                ("shadow", entry.shadow == version)) if matches]
+            lines.append(f"{name}  {version}  repository  {' '.join(roles)}".rstrip())
+    return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
-    one = commands.add_parser("import", help="import one exported model directory")
+def parse_shapes(values: list[str] | None) -> dict[str, list[int]]:
+    """--example-shape x=1,512 -> {"x": [1, 512]}."""
+    shapes = {}
+    for value in values or []:
+        name, _, dims = value.partition("=")
+        try:
+            shapes[name] = [int(dim) for dim in dims.split(",")]
+        except ValueError:
+            raise ImportRefused(f"--example-shape {value!r}: write NAME=D1,D2,... (an input's name and its dimensions).") from None
+    return shapes
+
+
+def parser() -> argparse.ArgumentParser:
+    parse = argparse.ArgumentParser(prog="python -m service.store", description=__doc__,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parse.add_subparsers(dest="command", required=True)
+    one = commands.add_parser("import", help="import one exported model directory into the model store")
     one.add_argument("directory", type=Path)
-    commands.add_parser("import-shipped", help="import every model under artifacts/")
-    own = commands.add_parser("import-onnx", help="import your own ONNX graph, served over v2 after a restart")
+    commands.add_parser("import-shipped", help="import every model under artifacts/ into the model store")
+    own = commands.add_parser("import-onnx", help="your own ONNX graph into the repository, served with no restart")
     own.add_argument("file", type=Path)
     own.add_argument("--name", required=True, help="the model's name in /v2/models/<name> (a-z, 0-9, -, _)")
     own.add_argument("--labels", help="comma-separated class names, for a classifier's output")
     own.add_argument("--description", default="", help="one line shown in /models and the model card")
-    own.add_argument("--replace", action="store_true", help="serve this file instead of an earlier import of that name")
-    args = parser.parse_args()
-    try:
-        if args.command == "import":
-            tags = [import_model(args.directory)]
-        elif args.command == "import-onnx":
-            labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
-            tags = [import_onnx(args.file, args.name, labels, args.description, args.replace)]
-        else:
-            tags = import_shipped()
-    except ImportRefused as exc:
-        sys.exit(f"import refused: {exc}")
-    for tag in tags:
-        print(f"model store has {tag}")
+    own.add_argument("--example", type=Path, help="an .npz of named input arrays the model is proven to run on")
+    own.add_argument("--example-shape", action="append", help="NAME=D1,D2: zeros of this shape for an input (repeat)")
+    versions = own.add_mutually_exclusive_group()
+    versions.add_argument("--replace", action="store_true", help="serve this file instead of the model's other versions")
+    versions.add_argument("--add-version", action="store_true", help="load it beside the served version (not default)")
+    commands.add_parser("list", help="every model version, where it comes from, and its traffic")
+    drop = commands.add_parser("remove", help="stop serving a model's repository versions and delete them")
+    drop.add_argument("name")
+    drop.add_argument("--version")
+    for command, text in (("promote", "make a version the default"), ("shadow", "send a copy of the traffic to a version"),
+                          ("canary", "send a share of the traffic to a version")):
+        sub = commands.add_parser(command, help=text)
+        sub.add_argument("name")
+        sub.add_argument("version")
+        if command == "canary":
+            sub.add_argument("--weight", type=float, required=True, help="share of requests, 0-1 (0.1 = 10%%)")
+    back = commands.add_parser("rollback", help="the previous default back; canary and shadow ended")
+    back.add_argument("name")
+    return parse
+
+
+def run(args: argparse.Namespace) -> list[str]:
+    if args.command == "import":
+        return [f"model store has {import_model(args.directory)}"]
+    if args.command == "import-shipped":
+        return [f"model store has {tag}" for tag in import_shipped()]
     if args.command == "import-onnx":
-        print(f"restart the server (make serve) to serve it at /v2/models/{args.name}")
+        labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
+        tag = import_onnx(args.file, args.name, labels, args.description, args.replace, args.add_version, args.example,
+                          parse_shapes(args.example_shape))
+        return [f"repository has {tag} ({repository_dir()})", convergence()]
+    if args.command == "list":
+        return listing()
+    if args.command == "remove":
+        return [f"removed {args.name}:{version}" for version in remove(args.name, args.version)] + [convergence()]
+    if args.command == "canary" and not 0 <= args.weight <= 1:
+        raise ImportRefused("--weight is a share of requests from 0 to 1 (0.1 = 10%).")
+    entry = change_traffic(args.name, default=args.version if args.command == "promote" else None,
+                           canary=(args.version, args.weight) if args.command == "canary" else None,
+                           shadow=args.version if args.command == "shadow" else None, rollback=args.command == "rollback")
+    return [f"{args.name}: default {entry.default}, canary {entry.canary.version + ' ' + format(entry.canary.weight, '.0%') if entry.canary else 'none'}, "
+            f"shadow {entry.shadow or 'none'}", convergence()]
+
+
+def convergence(timeout_s: float = 60.0) -> str:
+    """Wait for the servers running on this repository to serve the change, and say so (or that none runs)."""
+    repository = repository_dir()
+    workers = live_workers(repository)
+    if not workers:
+        return "no server is running on this repository: the change is served when one starts"
+    lagging = wait_for_workers(repository, state_signature(repository), timeout_s)
+    if lagging:
+        return f"{len(lagging)} of {len(workers)} running workers do not serve it yet after {timeout_s:.0f} s: see their log"
+    return f"served by every running worker ({len(workers)})"
+
+
+def main() -> None:
+    args = parser().parse_args()
+    try:
+        lines = run(args)
+    except (ImportRefused, ValueError) as exc:
+        sys.exit(f"{args.command} refused: {exc}")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@
 # machine may already run. Images come from podman (no registry): `podman save | docker load`.
 # Needs root and Debian's docker.io, haproxy, iproute2 (installed with apt-get when missing).
 # Environment: CLUSTER_DIR (default <project>/.cluster), IMAGE (default localhost/modelserver:cpu),
-#   BALANCER_PORT (default 18080), BALANCER_STATS_PORT (default 18404).
+#   BALANCER_PORT (default 18080), BALANCER_GRPC_PORT (default 18081), BALANCER_STATS_PORT (default 18404).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -23,7 +23,7 @@ VETH2=ms-veth2
 ADDR1=10.250.0.1
 ADDR2=10.250.0.2
 STACK=modelserver
-export BALANCER_PORT=${BALANCER_PORT:-18080} BALANCER_STATS_PORT=${BALANCER_STATS_PORT:-18404}
+export BALANCER_PORT=${BALANCER_PORT:-18080} BALANCER_GRPC_PORT=${BALANCER_GRPC_PORT:-18081} BALANCER_STATS_PORT=${BALANCER_STATS_PORT:-18404}
 # podman's settings as the Makefile sets them (images in the project's .containers/); empty = podman's defaults.
 export CONTAINERS_CONF=${CONTAINERS_CONF-$root/deploy/container/containers.conf}
 export CONTAINERS_STORAGE_CONF=${CONTAINERS_STORAGE_CONF-$root/.containers/storage.conf}
@@ -117,7 +117,7 @@ up() {
   form_swarm
   load_images
   deploy_stack
-  log "up: http://127.0.0.1:$BALANCER_PORT (stats: http://127.0.0.1:$BALANCER_STATS_PORT/stats), DOCKER_HOST=unix://$W/d1.sock"
+  log "up: http://127.0.0.1:$BALANCER_PORT, gRPC 127.0.0.1:$BALANCER_GRPC_PORT (stats: http://127.0.0.1:$BALANCER_STATS_PORT/stats), DOCKER_HOST=unix://$W/d1.sock"
 }
 
 stop_pid_file() {  # stop_pid_file FILE: SIGTERM the process, SIGKILL after 30 s

@@ -169,6 +169,66 @@ class ServedModel:
     def close(self) -> None:
         self.session.close()
 
+    # What the repository reports per version: items answered, items flagged, agreement with another version ---
+
+    def items(self, answer: Any) -> int:
+        """How many items (images, texts) an answer holds: its labels, else a v2 answer's batch (first) dimension."""
+        labels = labels_of(answer)
+        if labels:
+            return len(labels)
+        arrays = [value for value in answer.values() if isinstance(value, np.ndarray)] if isinstance(answer, dict) else []
+        return int(arrays[0].shape[0]) if arrays and arrays[0].ndim else 1
+
+    def flagged(self, answer: Any) -> int:
+        """How many of an answer's items the model flags as out of distribution (0 for models with no such flag)."""
+        return 0
+
+    def compare(self, answer: Any, other: Any) -> Comparison:
+        """How another version's answer to the same request agrees with this one's: labels, or output distance."""
+        ours, theirs = labels_of(answer), labels_of(other)
+        if ours and len(ours) == len(theirs):
+            return Comparison(len(ours), sum(a == b for a, b in zip(ours, theirs)), output_distance(answer, other))
+        return Comparison(1, 0, output_distance(answer, other))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A shadow version's answer against the default's: items compared, labels equal, mean |output difference|."""
+
+    compared: int
+    agreed: int
+    distance: float
+
+
+def labels_of(answer: Any) -> list:
+    """The labels an answer gives, friendly JSON ({"label"} or {"results": [...]}) or v2 tensors ({"label": array})."""
+    if isinstance(answer, dict):
+        if "results" in answer:
+            return [result.get("label") for result in answer["results"]]
+        if "label" in answer:
+            label = answer["label"]
+            return [label] if not isinstance(label, np.ndarray) else label.ravel().tolist()
+    return []
+
+
+def output_distance(answer: Any, other: Any) -> float:
+    """Mean absolute difference of the two answers' scores (probabilities, or a v2 model's first numeric output)."""
+    ours, theirs = _scores(answer), _scores(other)
+    if ours is None or theirs is None or ours.shape != theirs.shape or not ours.size:
+        return 0.0
+    return float(np.abs(ours - theirs).mean())
+
+
+def _scores(answer: Any) -> np.ndarray | None:
+    if not isinstance(answer, dict):
+        return None
+    rows = answer["results"] if "results" in answer else [answer]
+    if rows and all(isinstance(row, dict) and "probabilities" in row for row in rows):
+        return np.asarray([list(row["probabilities"].values()) if isinstance(row["probabilities"], dict)
+                           else row["probabilities"] for row in rows], dtype=np.float64)
+    numeric = [value for value in answer.values() if isinstance(value, np.ndarray) and value.dtype.kind == "f"]
+    return numeric[0].astype(np.float64) if numeric else None
+
 
 def only_one_of(tensors: dict[str, np.ndarray], names: tuple[str, ...]) -> str:
     """The one input given among alternatives, or InputError naming them."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from PIL import Image
@@ -29,7 +29,16 @@ from modelcore.denoise import (
 )
 from modelcore.errors import InputError
 from modelcore.images import Planes, encode_png, merge_planes, open_image, restated, split_planes
-from service.models.contract import Binary, Endpoint, Multipart, Prediction, ServedModel, TensorSig, Upload
+from service.models.contract import (
+    Binary,
+    Comparison,
+    Endpoint,
+    Multipart,
+    Prediction,
+    ServedModel,
+    TensorSig,
+    Upload,
+)
 from service.models.schemas import ModelRef
 from service.operations.metrics import count_explanation
 from service.operations.settings import ModelSettings
@@ -126,6 +135,13 @@ class Denoise(ServedModel):
                  DenoiseExplanation),
     )
 
+    def compare(self, answer: Any, other: Any) -> Comparison:
+        """Two cleaned images: the mean absolute difference of their pixels (0-1 scale); no labels to agree on."""
+        ours, theirs = (png_of(one) for one in (answer, other))
+        if ours is None or theirs is None or ours.shape != theirs.shape:
+            return Comparison(1, 0, 1.0)
+        return Comparison(1, 0, float(np.abs(ours - theirs).mean()))
+
     # decode: an upload and its noise level -> tiles ----------------------------------------------------------
 
     async def tiled(self, upload: Upload, sigma: float | None) -> Tiled:
@@ -205,6 +221,17 @@ class Denoise(ServedModel):
         return {**maps, "noise_sigma": [round(float(level), 2) for level in levels],
                 "trained_sigma_range": list(self.trained_range()), "noise_level_in_range": self.in_trained_range(levels),
                 "method": UNCERTAINTY_METHOD, "model": self.reference()}
+
+
+def png_of(answer: Any) -> np.ndarray | None:
+    """The pixels (0-1) of a denoise answer: a Binary PNG, or v2 tensors holding one."""
+    import io
+
+    data = answer.content if isinstance(answer, Binary) else answer.get("image", [None])[0] if isinstance(answer, dict) else None
+    if not isinstance(data, bytes):
+        return None
+    pixels = np.asarray(Image.open(io.BytesIO(data)))
+    return pixels.astype(np.float64) / (65535.0 if pixels.dtype == np.uint16 else 255.0)
 
 
 def stitched_png(output: np.ndarray, tiled: Tiled) -> bytes:

@@ -11,7 +11,7 @@ import functools
 import io
 import tokenize
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from PIL import Image
@@ -144,6 +144,15 @@ class Digits(ServedModel):
                  query=(QueryParameter("format", "png: the upload with the heat map overlaid, instead of JSON",
                                        ("json", "png")),)),
     )
+
+    def flagged(self, answer: Any) -> int:
+        """Items answered "not a digit" (in_distribution false), in a friendly answer or v2 tensors (0 for an image)."""
+        if not isinstance(answer, dict):
+            return 0
+        if "in_distribution" in answer:
+            inside = answer["in_distribution"]
+            return int((~np.asarray(inside)).sum()) if isinstance(inside, np.ndarray) else int(not inside)
+        return sum(not result.get("in_distribution", True) for result in answer.get("results", ()))
 
     # decode: every wire form -> (N, 1, 28, 28) float32 in MNIST layout -------------------------------------
 

@@ -15,15 +15,9 @@ import numpy as np
 from modelcore.card import TensorSpec
 from modelcore.errors import InputError
 from service.models.contract import Prediction, ServedModel, TensorSig
+from service.runtime.onnx_file import ORT_TYPES
 
 SOURCE_LABEL = {"source": "import-onnx"}
-# onnxruntime's element types -> (v2 datatype, numpy dtype name). Strings, bfloat16 and complex types are not served.
-ORT_TYPES = {
-    "tensor(bool)": ("BOOL", "bool"), "tensor(uint8)": ("UINT8", "uint8"), "tensor(uint16)": ("UINT16", "uint16"),
-    "tensor(uint32)": ("UINT32", "uint32"), "tensor(uint64)": ("UINT64", "uint64"), "tensor(int8)": ("INT8", "int8"),
-    "tensor(int16)": ("INT16", "int16"), "tensor(int32)": ("INT32", "int32"), "tensor(int64)": ("INT64", "int64"),
-    "tensor(float16)": ("FP16", "float16"), "tensor(float)": ("FP32", "float32"), "tensor(double)": ("FP64", "float64"),
-}
 V2_OF_NUMPY = {numpy_name: v2 for v2, numpy_name in ORT_TYPES.values()}
 
 

@@ -79,6 +79,7 @@ class Route:
     handler: Handler
     methods: tuple[str, ...] = ("POST",)
     model: str = "server"  # whose errors these are, in metrics and logs
+    max_body: int | None = None  # this route's own body limit (a model upload), else MODEL_SERVER_MAX_REQUEST_BYTES
 
 
 @dataclass
@@ -178,7 +179,7 @@ class FrontDoor:
                                              "(see /docs.json).", headers={"allow": allowed}).send(send)
         declared = content_length(scope)
         if declared is not None and declared > self.max_body:
-            return await self.too_large(declared).send(send)
+            return await self.too_large(declared, self.max_body).send(send)
         await self.app(scope, receive, json_error_pages(scope, send))
 
     async def serve(self, match: Match, scope: dict, receive: Callable, send: Callable) -> None:
@@ -186,12 +187,13 @@ class FrontDoor:
         route = match.route
         body = b""
         if scope["method"] in BODY_METHODS:
+            limit = route.max_body or self.max_body
             declared = content_length(scope)
-            if declared is not None and declared > self.max_body:
-                return await self.too_large(declared).send(send)
-            body = await read_body(receive, self.max_body)
+            if declared is not None and declared > limit:
+                return await self.too_large(declared, limit).send(send)
+            body = await read_body(receive, limit)
             if body is None:
-                return await self.too_large(None).send(send)
+                return await self.too_large(None, limit).send(send)
         try:
             async with asyncio.timeout(self.timeout):
                 response = await route.handler(Call(scope, body, match.params))
@@ -201,18 +203,20 @@ class FrontDoor:
             response = error_response(504, f"The request was not answered within {self.timeout:g} seconds; retry "
                                            "later, or send a smaller input.")
         except Exception:  # noqa: BLE001 - a fault of the model or the server: answered, counted, logged, worker kept
-            log.exception("%s failed on %s %s (request %s)", route.model, scope["method"], scope["path"],
-                          REQUEST_ID.get())
-            count_server_error(route.model)
-            response = error_response(500, f"The {route.model} model failed on this request (request id "
+            model = scope.get(SERVED_MODEL) or route.model
+            log.exception("%s failed on %s %s (request %s)", model, scope["method"], scope["path"], REQUEST_ID.get())
+            count_server_error(model)
+            response = error_response(500, f"The {model} model failed on this request (request id "
                                            f"{REQUEST_ID.get()}); the server log has the cause. This is not a fault "
                                            "of the request; retrying may not help.")
         await response.send(send)
 
-    def too_large(self, size: int | None) -> Response:
+    @staticmethod
+    def too_large(size: int | None, limit: int) -> Response:
         described = f"{size:,} bytes" if size is not None else "larger than that"
-        response = error_response(413, f"Request body is {described}; the limit is {self.max_body:,} bytes "
-                                       "(MODEL_SERVER_MAX_REQUEST_BYTES). Send a smaller image or fewer items per request.")
+        response = error_response(413, f"Request body is {described}; the limit is {limit:,} bytes "
+                                       "(MODEL_SERVER_MAX_REQUEST_BYTES, MODEL_SERVER_MAX_MODEL_BYTES for a model upload). "
+                                       "Send a smaller image or fewer items per request.")
         response.set_header("connection", "close")  # the unread body would otherwise poison the connection
         return response
 

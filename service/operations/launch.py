@@ -46,6 +46,7 @@ class Server:
     process: subprocess.Popen
     url: str
     log: Path
+    grpc_target: str = ""  # host:port of the Open Inference Protocol over gRPC
 
     def wait_until_ready(self, seconds: float = STARTUP_SECONDS) -> None:
         deadline = time.monotonic() + seconds
@@ -96,14 +97,14 @@ class Server:
 
 def launch(home: Path, log: Path, target: str = "service.app:ModelServer", **settings: str) -> Server:
     """Start `bentoml serve` on a free loopback port with BENTOML_HOME=home; does not wait for readiness."""
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True",
-           "MODEL_SERVER_HOST": "127.0.0.1", "MODEL_SERVER_PORT": str(port)}
+           "MODEL_SERVER_HOST": "127.0.0.1", "MODEL_SERVER_PORT": str(port), "MODEL_SERVER_GRPC_PORT": str(grpc_port)}
     env.update({f"MODEL_SERVER_{name.upper()}": value for name, value in settings.items()})
     with open(log, "wb") as output:
         process = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", target], env=env, cwd=ROOT,
                                    stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    return Server(process, f"http://127.0.0.1:{port}", log)
+    return Server(process, f"http://127.0.0.1:{port}", log, grpc_target=f"127.0.0.1:{grpc_port}")
 
 
 def import_shipped(home: Path) -> None:

@@ -13,7 +13,7 @@ import logging
 import signal
 from dataclasses import dataclass
 from types import FrameType
-from typing import Callable
+from typing import Awaitable, Callable
 
 log = logging.getLogger("bentoml.modelserver")
 
@@ -27,6 +27,9 @@ class WorkerState:
 
 
 STATE = WorkerState()
+# Coroutines run when the drain starts (e.g. gRPC health to NOT_SERVING) and once it is over (e.g. stop gRPC).
+ON_DRAIN: list[Callable[[], Awaitable[None]]] = []
+ON_DRAINED: list[Callable[[], Awaitable[None]]] = []
 
 
 def drain_on_sigterm(grace_s: float) -> None:
@@ -55,6 +58,8 @@ def drain_on_sigterm(grace_s: float) -> None:
 
 
 async def _stop_when_drained(stop_server: Callable, signum: int, grace_s: float) -> None:
+    for hook in ON_DRAIN:
+        await hook()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace_s
     while STATE.in_flight > 0 and loop.time() < deadline:
@@ -63,4 +68,6 @@ async def _stop_when_drained(stop_server: Callable, signum: int, grace_s: float)
         log.warning("drain grace of %.0f s over with %d requests in flight; stopping anyway", grace_s, STATE.in_flight)
     else:
         log.info("drained; stopping")
+    for hook in ON_DRAINED:
+        await hook()
     stop_server(signum, None)

@@ -28,11 +28,38 @@ requests_in_progress = Gauge(
     ["endpoint"], multiprocess_mode="livesum",
 )
 batch_size = Histogram(
-    "modelserver_batch_size", "Rows per inference call, after adaptive batching", ["model"], buckets=BATCH_SIZES,
+    "modelserver_batch_size", "Rows per inference call, after adaptive batching", ["model", "version"],
+    buckets=BATCH_SIZES,
 )
 inference_seconds = Histogram(
-    "modelserver_inference_seconds", "Wall time of one batched inference call", ["model"], buckets=LATENCIES,
+    "modelserver_inference_seconds", "Wall time of one batched inference call", ["model", "version"], buckets=LATENCIES,
 )
+# Per model version: what a canary or a shadow is judged on, beside the version that takes the traffic.
+version_requests = Counter(
+    "modelserver_version_requests_total", "Requests a model version answered, by outcome (success, client_error, "
+    "server_error)", ["model", "version", "outcome"],
+)
+version_seconds = Histogram(
+    "modelserver_version_request_seconds", "Time a model version took to decode, predict and encode one request",
+    ["model", "version"], buckets=REQUEST_LATENCIES,
+)
+version_items = Counter("modelserver_version_items_total", "Items (images, texts) a model version answered",
+                        ["model", "version"])
+version_flagged = Counter(
+    "modelserver_version_flagged_total", "Items a model version answered as out of distribution (digits: not a digit)",
+    ["model", "version"],
+)
+version_last_request = Gauge("modelserver_version_last_request_timestamp_seconds",
+                             "When a model version last answered a request", ["model", "version"], multiprocess_mode="max")
+shadow_compared = Counter("modelserver_shadow_compared_total", "Items a shadow version answered beside the default",
+                          ["model", "version"])
+shadow_agreed = Counter("modelserver_shadow_agreed_total", "Items where a shadow version's label equals the default's",
+                        ["model", "version"])
+shadow_distance = Counter("modelserver_shadow_distance_sum", "Sum over compared items of the mean absolute difference "
+                          "between a shadow version's output and the default's", ["model", "version"])
+shadow_skipped = Counter("modelserver_shadow_skipped_total", "Request copies not sent to a shadow version: too many "
+                         "already in flight", ["model", "version"])
+model_loads = Counter("modelserver_model_loads_total", "Model versions loaded or refused, by outcome", ["model", "outcome"])
 client_errors = Counter(
     "modelserver_client_errors_total",
     "Requests answered with a 4xx because of what they sent (schema, decoding, size, content), by model and status",
@@ -65,9 +92,29 @@ def in_progress(endpoint: str) -> Gauge:
     return requests_in_progress.labels(endpoint)
 
 
-def observe_batch(model: str, rows: int, seconds: float) -> None:
-    batch_size.labels(model=model).observe(rows)
-    inference_seconds.labels(model=model).observe(seconds)
+def observe_batch(model: str, version: str, rows: int, seconds: float) -> None:
+    batch_size.labels(model=model, version=version).observe(rows)
+    inference_seconds.labels(model=model, version=version).observe(seconds)
+
+
+def observe_version(model: str, version: str, outcome: str, seconds: float, items: int, flagged: int) -> None:
+    """One request a model version answered (or failed on)."""
+    version_requests.labels(model, version, outcome).inc()
+    version_seconds.labels(model, version).observe(seconds)
+    if outcome == "success":
+        version_items.labels(model, version).inc(items)
+        version_flagged.labels(model, version).inc(flagged)  # 0 too: the dashboard's share needs the series
+    version_last_request.labels(model, version).set_to_current_time()
+
+
+def observe_shadow(model: str, version: str, compared: int, agreed: int, distance: float) -> None:
+    shadow_compared.labels(model, version).inc(compared)
+    shadow_agreed.labels(model, version).inc(agreed)
+    shadow_distance.labels(model, version).inc(distance * compared)
+
+
+def count_model_load(model: str, outcome: str) -> None:
+    model_loads.labels(model, outcome).inc()
 
 
 def count_client_error(model: str, status: int) -> None:

@@ -63,6 +63,10 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="interface the HTTP server binds")
     port: int = Field(3000, ge=1, le=65535, description="HTTP port")
+    grpc_port: int = Field(
+        3001, ge=0, le=65535, description="port of the Open Inference Protocol over gRPC, on the same interface; every "
+        "worker serves it (0 turns gRPC off)",
+    )
     workers: int = Field(
         0, ge=0, le=64, description="server worker processes, each with its own model sessions; 0 = one per usable CPU "
         "core (a container CPU quota counts): measured best on 2 cores (docs/performance.md, change 12)",
@@ -86,6 +90,10 @@ class Settings(BaseSettings):
     max_batch_wait_ms: float = Field(
         0.0, ge=0, le=1000, description="longest the batcher holds a batch that is not full for more requests to join; "
         "0: none (a lone request runs at once, and requests arriving while a batch runs form the next one)"
+    )
+    max_batch_ms: float = Field(
+        50.0, gt=0, le=60_000, description="a batch stops growing once its expected time (measured time per input "
+        "value x its values) reaches this: bigger batches of slow inputs only make every request wait for all"
     )
     inline_budget_ms: float = Field(
         5.0, ge=0, le=1000, description="a batch expected to take less (measured time per row x rows) runs on the event "
@@ -120,6 +128,24 @@ class Settings(BaseSettings):
         "(docs/performance.md) - the metrics still count every request"
     )
     diagnostics: bool = Field(False, description="serve the no-op /diagnostics/* endpoints the benchmark measures")
+    model_control: Literal["none", "explicit"] = Field(
+        "none", description="explicit: models can be loaded, unloaded and their traffic changed through the repository "
+        "API (Triton's model control mode; then the API key is required, or only loopback may when none is set); "
+        "none: the API only lists them"
+    )
+    repository: str | None = Field(
+        None, description="folder of the models loaded at run time and their state.json; default repository/ inside "
+        "BENTOML_HOME (the project's .bentoml when unset)"
+    )
+    max_model_bytes: int = Field(
+        128 * 2**20, ge=1024, description="largest model a load request may send (its files together); larger gets 413"
+    )
+    max_model_memory_mb: int = Field(
+        2048, ge=64, description="memory bound of the child process that proves a new model loads and runs"
+    )
+    model_load_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="deadline for proving a new model loads and runs on its example"
+    )
     model_tags: dict[str, str] = Field(
         default_factory=dict,
         description='JSON map of model name to BentoML model tag, e.g. {"digits": "digits:3f2a9c1b07de"}; default <name>:latest',

@@ -41,8 +41,10 @@ ERROR_REF = {"$ref": "#/components/schemas/Error"}
 CLIENT_ERRORS = {
     "400": "Malformed request: missing or unexpected field, invalid JSON or multipart body, wrong shape or range",
     "401": "An API key is configured and the request has none or a wrong one",
+    "403": "Model control is off (MODEL_SERVER_MODEL_CONTROL), or on without an API key for a caller not on loopback",
     "404": "Unknown model or version",
     "405": "The path does not take this method",
+    "409": "The change conflicts with what is served (a built-in model's only version, a version still taking traffic)",
     "413": "Body or image over the configured size limits",
     "415": "Content-Type or upload format the endpoint does not take",
     "422": "Well-formed input the model cannot use (no digit on the image, an animated image)",

@@ -19,6 +19,7 @@ from modelcore.errors import InputError
 from service.models.contract import Binary, Endpoint, JsonBody, Multipart, RawBody, ServedModel, Upload
 from service.operations.frontdoor import Call, Route
 from service.operations.http import Response, json_response
+from service.protocols.serving import answer_with, choose
 from service.runtime.repository import Repository
 
 JSON_TYPES = ("application/json",)
@@ -35,22 +36,16 @@ def handler(name: str, endpoint: Endpoint, repository: Repository) -> Callable:
     parse = PARSERS[type(endpoint.body)]
 
     async def handle(call: Call) -> Response:
-        model = serving(repository, name)
+        model = choose(repository, name)
         arguments = {**parse(endpoint.body, call), **query_arguments(endpoint, call)}
-        return answer(await getattr(model, endpoint.method)(**arguments))
+
+        async def method(version: ServedModel) -> Any:
+            return await getattr(version, endpoint.method)(**arguments)
+
+        return answer(await answer_with(repository, model, method, call.scope))
 
     handle.__name__ = endpoint.method
     return handle
-
-
-def serving(repository: Repository, name: str) -> ServedModel:
-    """The model version serving `name` now, or 503 saying why there is none."""
-    model = repository.get(name)
-    if model is not None:
-        return model
-    failure = repository.failures.get(name)
-    why = f"it failed to load: {failure.reason}" if failure else "it is not loaded"
-    raise InputError(f"Model {name} is not ready ({why}); GET /models says which models serve.", 503)
 
 
 def answer(result: dict | Binary) -> Response:

@@ -33,9 +33,10 @@ from service.operations.frontdoor import SERVED_MODEL, Call, Route
 from service.operations.http import Response, client_error, json_bytes, json_response
 from service.operations.lifecycle import STATE
 from service.protocols.openapi import Operation
+from service.protocols.serving import answer_with, choose
 from service.runtime.repository import Repository
 
-EXTENSIONS = ("binary_tensor_data", "model_configuration")
+EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository", "statistics")
 HEADER_LENGTH = "inference-header-content-length"
 DTYPES = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
           "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
@@ -85,14 +86,20 @@ def split_body(body: bytes, header_length: str | None) -> tuple[InferRequest, by
         raise InputError(f"{HEADER_LENGTH} must be a byte count, got {header_length!r}") from None
     if not 0 < length <= len(body):
         raise InputError(f"{HEADER_LENGTH} is {length} but the body has {len(body)} bytes")
+    return parse_header(body[:length]), body[length:]
+
+
+def parse_header(header: bytes | dict) -> InferRequest:
+    """The inference header (JSON text, or the same as a dict), checked; InputError naming what is wrong."""
     try:
-        header = InferRequest.model_validate_json(body[:length])
+        if isinstance(header, dict):
+            return InferRequest.model_validate(header)
+        return InferRequest.model_validate_json(header)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"
                              for error in exc.errors()[:5])
         raise InputError(f"The inference request is malformed ({problems}); send "
                          '{"inputs": [{"name", "shape", "datatype", "data"}]}.') from None
-    return header, body[length:]
 
 
 def decode_inputs(header: InferRequest, binary: bytes, inputs: tuple[TensorSig, ...]) -> dict[str, np.ndarray]:
@@ -250,10 +257,9 @@ def encode_response(model: ServedModel, header: InferRequest, outputs: dict[str,
     described, chunks = [], []
     for name in requested.names:
         array = np.asarray(outputs[name])
-        tensor = {"name": name, "datatype": declared[name].datatype if array.dtype == object else datatype_of(array.dtype),
-                  "shape": list(array.shape)}
+        tensor = {"name": name, "datatype": output_datatype(array, declared[name]), "shape": list(array.shape)}
         if name in requested.binary:
-            raw = _pack_bytes(array) if array.dtype == object else np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
+            raw = raw_bytes(array)
             tensor["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
@@ -267,6 +273,17 @@ def encode_response(model: ServedModel, header: InferRequest, outputs: dict[str,
         return Response(text)
     return Response(text + b"".join(chunks), media_type="application/octet-stream",
                     headers={"Inference-Header-Content-Length": str(len(text))})
+
+
+def output_datatype(array: np.ndarray, sig: TensorSig) -> str:
+    return sig.datatype if array.dtype == object else datatype_of(array.dtype)
+
+
+def raw_bytes(array: np.ndarray) -> bytes:
+    """A tensor's elements in the binary form: little-endian, row-major; BYTES elements length-prefixed."""
+    if array.dtype == object:
+        return _pack_bytes(array)
+    return np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
 
 
 def _pack_bytes(array: np.ndarray) -> bytes:
@@ -294,21 +311,10 @@ class V2:
         self.repository = repository
 
     def served(self, call: Call) -> ServedModel:
-        """The model (and version) the path names; 404 for an unknown one, 503 for one that failed to load."""
-        name = call.params["model"]
-        model = self.repository.get(name)
-        if model is None:
-            failure = self.repository.failures.get(name)
-            if failure is not None:
-                raise InputError(f"Model {name} is not ready: it failed to load ({failure.reason}).",
-                                 HTTPStatus.SERVICE_UNAVAILABLE)
-            raise InputError(f"Unknown model {name!r}; served models: {', '.join(self.repository.names())} "
-                             "(GET /v2/models/<name>).", HTTPStatus.NOT_FOUND)
+        """The model version the path names (or the one that takes its traffic); 404 for an unknown model or
+        version, 503 for one that failed to load."""
+        model = choose(self.repository, call.params["model"], call.params.get("version"))
         call.scope[SERVED_MODEL] = model.name
-        version = call.params.get("version")
-        if version is not None and version != model.version:
-            raise InputError(f"Model {name} has no version {version!r}; the served version is {model.version}.",
-                             HTTPStatus.NOT_FOUND)
         return model
 
     def answers_errors(self, handler):
@@ -337,8 +343,10 @@ class V2:
 
     async def model_metadata(self, call: Call) -> Response:
         model = self.served(call)
+        versions = self.repository.versions(model.name)
         return json_response({
-            "name": model.name, "versions": [model.version], "platform": "onnxruntime_onnx",
+            "name": model.name, "versions": list(versions.loaded) if versions else [model.version],
+            "platform": "onnxruntime_onnx",
             "inputs": [_describe(tensor) for tensor in model.inputs],
             "outputs": [_describe(tensor) for tensor in model.outputs],
         })
@@ -371,7 +379,7 @@ class V2:
         header, binary = split_body(call.body, call.header(b"inference-header-content-length"))
         inputs = decode_inputs(header, binary, model.inputs)
         requested = requested_outputs(header, model.outputs)
-        outputs = await model.infer_tensors(inputs)
+        outputs = await answer_with(self.repository, model, lambda version: version.infer_tensors(inputs), call.scope)
         return encode_response(model, header, outputs, requested)
 
     def routes(self) -> list[Route]:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -26,58 +24,6 @@ PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
 }
-
-
-@dataclass(frozen=True)
-class SupportedVersions:
-    """The newest ONNX format this onnxruntime loads: IR version and default-domain (ai.onnx) opset."""
-
-    runtime: str
-    ir_version: int
-    opset: int
-
-
-@functools.cache
-def supported_versions() -> SupportedVersions:
-    """Probed from this onnxruntime with a one-node graph at each version (it publishes neither number)."""
-    return SupportedVersions(ort.__version__, _newest_loadable(lambda ir: _identity_graph(ir, 7), range(3, 40)),
-                             _newest_loadable(lambda opset: _identity_graph(7, opset), range(7, 60)))
-
-
-def _newest_loadable(graph_at: Callable[[int], bytes], versions: range) -> int:
-    newest = versions.start
-    for version in versions:
-        try:
-            ort.InferenceSession(graph_at(version), providers=["CPUExecutionProvider"])
-        except Exception:  # noqa: BLE001 - onnxruntime's own error types for a version it does not know
-            break
-        newest = version
-    return newest
-
-
-def _identity_graph(ir_version: int, opset: int) -> bytes:
-    """A serialised ONNX model y = Identity(x) over a float [1], encoded by hand: serving does not install onnx."""
-    tensor = _field(1, _field(1, 1) + _field(2, _field(1, _field(1, 1))))  # TypeProto: float, shape [1]
-    node = _field(1, b"x") + _field(2, b"y") + _field(4, b"Identity")
-    graph = _field(1, node) + _field(2, b"g") + _field(11, _field(1, b"x") + _field(2, tensor)) \
-        + _field(12, _field(1, b"y") + _field(2, tensor))
-    return _field(1, ir_version) + _field(7, graph) + _field(8, _field(1, b"") + _field(2, opset))
-
-
-def _field(number: int, value: int | bytes) -> bytes:
-    """One protobuf field: a varint, or length-delimited bytes."""
-    if isinstance(value, int):
-        return _varint(number << 3) + _varint(value)
-    return _varint(number << 3 | 2) + _varint(len(value)) + value
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append(value & 0x7F | (0x80 if value > 0x7F else 0))
-        value >>= 7
-        if not value:
-            return bytes(out)
 
 
 def choose_providers(wanted: str) -> list[str]:
@@ -148,9 +94,10 @@ class OnnxSession:
             settings.max_batch_size,
             settings.max_batch_wait_ms,
             name=self.metadata.name,
-            on_batch=lambda rows, seconds: observe_batch(self.metadata.name, rows, seconds),
+            on_batch=lambda rows, seconds: observe_batch(self.metadata.name, self.metadata.version, rows, seconds),
             inline_budget_s=settings.inline_budget_ms / 1000,
             batchable=self.batchable,
+            max_batch_s=settings.max_batch_ms / 1000,
         )
         self.warm_up()
         log.info("model %s loaded from %s on %s", tag, directory, self.provider)
@@ -208,7 +155,7 @@ class OnnxSession:
     async def predict_outputs(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every output for one request's inputs, batched with concurrent requests where the graph allows."""
         rows = len(next(iter(feeds.values()))) if self.batchable else 1
-        return await self.batcher.predict(feeds, rows=rows)
+        return await self.batcher.predict(feeds, rows=rows, values=sum(array.size for array in feeds.values()))
 
     async def predict(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """The graph's first output for one request's inputs (arrays with a leading batch axis), batched."""
@@ -216,13 +163,12 @@ class OnnxSession:
 
     def warm_up(self) -> None:
         """Inference on zeros of every declared input, so the first request is not slow; the second run's time is
-        the batcher's first estimate of the time per row."""
+        the batcher's first estimate of the time per input value (a small example overestimates it: safe side)."""
         example = {spec.name: np.zeros(spec.example(), dtype=np.dtype(spec.dtype)) for spec in self.metadata.inputs}
         self.run(example)
         started = time.perf_counter()
         self.run(example)
-        rows = len(next(iter(example.values()))) if example and self.batchable else 1
-        self.batcher.note_run(rows, time.perf_counter() - started)
+        self.batcher.note_run(sum(array.size for array in example.values()), time.perf_counter() - started)
 
     def info(self) -> dict[str, Any]:
         """What the models endpoint says about this model."""
@@ -233,4 +179,6 @@ class OnnxSession:
         return {"name": self.name, "version": self.version}
 
     def close(self) -> None:
+        """Stop the batcher and release the onnxruntime session (its memory goes once nothing refers to it)."""
         self.batcher.close()
+        self.session = None

@@ -26,6 +26,7 @@ CLUSTER_SCRIPT = ROOT / "deploy" / "swarm" / "cluster.sh"
 WORK_DIR = Path(os.environ.get("CLUSTER_DIR", ROOT / ".cluster"))
 SERVICE = "modelserver_modelserver"
 BALANCER_PORT = int(os.environ.get("BALANCER_PORT", "18080"))
+GRPC_PORT = int(os.environ.get("BALANCER_GRPC_PORT", "18081"))
 STATS_PORT = int(os.environ.get("BALANCER_STATS_PORT", "18404"))
 IMAGE = os.environ.get("IMAGE", "localhost/modelserver:cpu")
 
@@ -128,6 +129,7 @@ class Cluster:
     """The running cluster: both engines, the service, the balancer's view of the replicas."""
 
     url = f"http://127.0.0.1:{BALANCER_PORT}"
+    grpc_target = f"127.0.0.1:{GRPC_PORT}"
     summary_file = ROOT / "runs" / "cluster" / "summary.txt"
 
     def docker(self, node: int, *args: str, timeout: float = 300) -> str:
@@ -137,13 +139,19 @@ class Cluster:
             raise RuntimeError(f"docker {' '.join(args)}: {finished.stderr.strip()}")
         return finished.stdout.strip()
 
-    def stats(self) -> list[dict]:
-        """The balancer's rows for the replica servers (haproxy's CSV statistics)."""
+    def stats(self, backend: str = "replicas") -> list[dict]:
+        """The balancer's rows for one backend: its servers, then the BACKEND total (haproxy's CSV statistics)."""
         text = httpx.get(f"http://127.0.0.1:{STATS_PORT}/stats;csv", timeout=10).text.lstrip("# ")
-        return [row for row in csv.DictReader(io.StringIO(text)) if row["pxname"] == "replicas" and row["svname"] != "BACKEND"]
+        rows = [row for row in csv.DictReader(io.StringIO(text)) if row["pxname"] == backend]
+        return [row for row in rows if row["svname"] != "BACKEND"] + [row for row in rows if row["svname"] == "BACKEND"]
+
+    def retried(self) -> int:
+        """Requests the balancer has sent again to another replica so far (its backend's retries)."""
+        (total,) = [row for row in self.stats() if row["svname"] == "BACKEND"]
+        return int(total["wretr"] or 0)
 
     def served_per_replica(self) -> dict[str, int]:
-        return {row["svname"]: int(row["stot"] or 0) for row in self.stats()}
+        return {row["svname"]: int(row["stot"] or 0) for row in self.stats() if row["svname"] != "BACKEND"}
 
     def node_names(self) -> dict[str, str]:
         """Swarm node ID -> node1 (the manager, this process's network) or node2 (the namespace)."""
@@ -181,7 +189,7 @@ class Cluster:
         return counts
 
     def replicas_up_in_balancer(self) -> int:
-        return sum(row["status"].startswith("UP") for row in self.stats())
+        return sum(row["status"].startswith("UP") for row in self.stats() if row["svname"] != "BACKEND")
 
     def wait_for_replicas(self, count: int, timeout: float, node: str | None = None) -> float:
         """Wait until `count` replicas run (on `node`, if given) and the balancer sends to exactly that many."""

@@ -9,10 +9,13 @@ import math
 import re
 import shutil
 import subprocess
+import sys
 
+import grpc
 import kubernetes_validate
 import pytest
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.operations.launch import ROOT
 from service.operations.settings import Settings
@@ -77,17 +80,23 @@ def test_the_validator_rejects_a_broken_manifest(overlay):
         kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[-1], strict=True)
 
 
-def test_probes_use_the_service_port_and_paths_that_answer(overlay, client):
+def test_probes_use_the_service_port_and_paths_that_answer(overlay, client, server):
     _, objects = overlay
     container = container_of(objects)
-    (port,) = container["ports"]
+    port, grpc_port = container["ports"]
     assert port["containerPort"] == Settings().port == 3000  # the image's MODEL_SERVER_PORT
-    probes = {kind: container[kind]["httpGet"] for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
+    assert grpc_port["containerPort"] == Settings().grpc_port == 3001
+    probes = {kind: container[kind]["httpGet"] for kind in ("startupProbe", "readinessProbe")}
     assert {probe["port"] for probe in probes.values()} == {port["name"]}
-    assert probes["livenessProbe"]["path"] == "/livez"
     assert probes["readinessProbe"]["path"] == probes["startupProbe"]["path"] == "/readyz"
     for probe in probes.values():
         assert client.get(probe["path"]).status_code == 200, probe
+    # Liveness: gRPC's standard health service (what a `grpc:` probe asks), served on the gRPC port.
+    assert container["livenessProbe"]["grpc"]["port"] == grpc_port["containerPort"]
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    assert {p["targetPort"] for p in objects["Service"]["spec"]["ports"]} == {"http", "grpc"}
     annotations = objects["Deployment"]["spec"]["template"]["metadata"]["annotations"]
     assert client.get(annotations["prometheus.io/path"]).status_code == 200
     assert int(annotations["prometheus.io/port"]) == port["containerPort"]
@@ -166,9 +175,12 @@ def test_every_dashboard_and_autoscaling_metric_is_exposed_by_the_service(client
     expressions = dashboard_expressions()
     used = set().union(*map(metric_names, expressions))
     assert len(expressions) >= 8 and used
-    # modelserver_rejected_requests_total appears once something is rejected; tests/e2e/test_overload.py
-    # and test_security.py check that it counts.
-    assert used - {"modelserver_rejected_requests_total"} <= exposed, used - exposed
+    # modelserver_rejected_requests_total appears once something is rejected (tests/e2e/test_overload.py and
+    # test_security.py check that it counts); the shadow's series once a model has a shadow version
+    # (tests/e2e/test_model_repository.py).
+    appear_later = {"modelserver_rejected_requests_total", "modelserver_shadow_agreed_total",
+                    "modelserver_shadow_compared_total", "modelserver_shadow_distance_sum"}
+    assert used - appear_later <= exposed, used - exposed
     rules = yaml.safe_load((K8S / "monitoring" / "prometheus-adapter-rules.yaml").read_text())
     (rule,) = rules["rules"]["custom"]
     assert metric_names(rule["seriesQuery"]) <= exposed
@@ -229,10 +241,22 @@ def test_kserve_runtime_uses_the_settings_of_the_kubernetes_deployment(kserve):
     (ours,) = kserve["ServingRuntime"]["spec"]["containers"]
     base = yaml.safe_load((K8S / "base" / "deployment.yaml").read_text())["spec"]["template"]["spec"]
     (theirs,) = base["containers"]
-    for key in ("env", "resources", "ports", "lifecycle", "volumeMounts"):
+    for key in ("env", "resources", "lifecycle", "volumeMounts"):
         assert ours[key] == theirs[key], key
+    assert ours["ports"] == theirs["ports"][:1], "KServe routes one port: HTTP (gRPC in deploy/k8s/kserve/grpc)"
     assert theirs["securityContext"].items() <= ours["securityContext"].items()
     assert ours["image"].startswith("registry.example.com/modelserver")
+
+
+def test_the_kserve_grpc_variant_routes_the_grpc_port():
+    output = subprocess.run([*kustomize_command(), str(KSERVE / "grpc")], check=True, capture_output=True, text=True,
+                            timeout=60).stdout
+    documents = {document["kind"]: document for document in yaml.safe_load_all(output) if document}
+    (container,) = documents["ServingRuntime"]["spec"]["containers"]
+    assert container["ports"] == [{"name": "h2c", "containerPort": Settings().grpc_port, "protocol": "TCP"}]
+    assert {"name": "MODEL_SERVER_GRPC_PORT", "value": str(Settings().grpc_port)} in container["env"]
+    assert documents["InferenceService"]["spec"]["predictor"]["model"]["protocolVersion"] == "grpc-v2"
+    assert "grpc-v2" in documents["ServingRuntime"]["spec"]["protocolVersions"]
 
 
 def test_kserve_probe_paths_answer_on_a_real_server(kserve, client):
@@ -272,3 +296,30 @@ def test_the_balancer_checks_readiness_and_retries_what_a_draining_replica_refus
     assert "option httpchk GET /readyz" in config
     assert re.search(r"retry-on .*conn-failure.*503", config)
     assert "server-template" in config and "tasks.modelserver:3000" in config
+    assert "tasks.modelserver:3001 proto h2" in config and "bind :8081 proto h2" in config
+
+
+# Retries where they are safe, beyond the Swarm balancer -----------------------------------------------------
+
+
+def test_the_ingress_retries_inference_and_never_model_management():
+    inference, control = yaml.safe_load_all((K8S / "ingress" / "ingress.yaml").read_text())
+    for ingress in (inference, control):
+        for version in KUBERNETES_VERSIONS:
+            kubernetes_validate.validate(ingress, version, strict=True)
+    retry = inference["metadata"]["annotations"]
+    assert set(retry["nginx.ingress.kubernetes.io/proxy-next-upstream"].split()) == \
+        {"error", "timeout", "http_503", "non_idempotent"}
+    assert retry["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "on"
+    assert int(retry["nginx.ingress.kubernetes.io/proxy-read-timeout"]) > Settings().request_timeout_s
+    assert control["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-next-upstream"] == "off"
+    (path,) = control["spec"]["rules"][0]["http"]["paths"]
+    assert path["path"] == "/v2/repository" and path["pathType"] == "Prefix"
+
+
+def test_the_retrying_client_example_runs(server):
+    example = ROOT / "docs" / "examples" / "retrying_client.py"
+    finished = subprocess.run([sys.executable, str(example), server.url, server.grpc_target], capture_output=True,
+                              text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.splitlines() == ["HTTP: 200 positive", "gRPC: positive"]

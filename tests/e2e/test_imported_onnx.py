@@ -1,5 +1,6 @@
-"""Bring your own ONNX model: a graph built with onnx.helper, imported with the store command, served after a
-restart over v2 (tritonclient) with no code written; refused files leave the store as it was."""
+"""Bring your own ONNX model: a graph built with onnx.helper, imported with the store command before the server
+starts, served over v2 (tritonclient) with no code written; refused files leave the store and the repository as they
+were. Imports into a running server are tests/e2e/test_model_repository.py's."""
 
 from __future__ import annotations
 
@@ -73,7 +74,9 @@ def import_onnx(home: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def store_listing(home: Path) -> list[str]:
-    return sorted(str(path.relative_to(home)) for path in (home / "models").rglob("*"))
+    """Every file of the model store and the repository (a refused import writes to neither)."""
+    return sorted(str(path.relative_to(home)) for folder in ("models", "repository") for path in (home / folder).rglob("*")
+                  if not {".workers", ".staging"} & set(path.parts))
 
 
 @pytest.fixture(scope="module")
@@ -83,12 +86,12 @@ def home(model_home, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def served(home, start_server, tmp_path_factory):
-    """The shipped models plus two imported graphs (dynamic and fixed batch), after a restart."""
+    """The shipped models plus imported graphs (dynamic and fixed batch), imported before the server starts."""
     graphs = tmp_path_factory.mktemp("graphs")
     for name, path in (("scaler", scaler(graphs / "scaler.onnx")), ("fixed-scaler", scaler(graphs / "fixed.onnx", batch=2))):
         imported = import_onnx(home, str(path), "--name", name, "--labels", "a,b,c", "--description", "y = x * w")
         assert imported.returncode == 0, imported.stderr
-        assert f"model store has {name}:" in imported.stdout
+        assert f"repository has {name}:" in imported.stdout and "no server is running" in imported.stdout
     imported = import_onnx(home, str(doubler_with_onnx_defaults(graphs / "doubler.onnx")), "--name", "doubler")
     assert imported.returncode == 0, imported.stderr
     server = start_server(home=home)

@@ -158,9 +158,9 @@ def test_a_small_batch_runs_on_the_event_loop_and_a_large_one_on_the_inference_t
 
     async def scenario():
         batcher = MicroBatcher(record_thread, max_batch_size=64, max_wait_ms=0, name="t", inline_budget_s=0.004)
-        batcher.note_run(rows=1, seconds=0.001)  # 1 ms per row: up to 4 rows fit the budget
-        small = await predict(batcher, np.ones((2, 1)))
-        large = await predict(batcher, np.ones((8, 1)))
+        batcher.note_run(values=1, seconds=0.001)  # 1 ms per input value: up to 4 values fit the budget
+        small = await batcher.predict(np.ones((2, 1)), rows=2, values=2)
+        large = await batcher.predict(np.ones((8, 1)), rows=8, values=8)
         batcher.close()
         return small, large
 
@@ -212,3 +212,23 @@ def test_a_graph_with_a_fixed_batch_axis_runs_each_request_alone():
 
     run(scenario())
     assert model.batch_sizes == [2, 2, 2]
+
+
+def test_a_batch_stops_growing_once_its_expected_time_reaches_the_cap():
+    model = RecordingModel()
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch_size=64, max_wait_ms=0, name="t", max_batch_s=0.05)
+        batcher.note_run(values=1, seconds=0.02)  # 20 ms per value: two requests of one value fit 50 ms, three do not
+        batcher.note_run = lambda values, seconds: None  # keep that estimate whatever the stand-in model takes
+        model.gate.clear()
+        first = asyncio.ensure_future(predict(batcher, np.zeros((1, 1))))
+        await asyncio.sleep(0.01)
+        rest = [asyncio.ensure_future(predict(batcher, np.ones((1, 1)))) for _ in range(5)]
+        await asyncio.sleep(0.01)
+        model.gate.set()
+        await asyncio.gather(first, *rest)
+        batcher.close()
+
+    run(scenario())
+    assert model.batch_sizes == [1, 2, 2, 1]
