@@ -243,13 +243,13 @@ def test_kserve_runtime_uses_the_settings_of_the_kubernetes_deployment(kserve):
     (theirs,) = base["containers"]
     for key in ("env", "resources", "lifecycle", "volumeMounts"):
         assert ours[key] == theirs[key], key
-    assert ours["ports"] == theirs["ports"][:1], "KServe routes one port: HTTP (gRPC in deploy/k8s/kserve/grpc)"
+    assert ours["ports"] == theirs["ports"][:1], "KServe routes one port: HTTP (gRPC in deploy/k8s/kserve-grpc)"
     assert theirs["securityContext"].items() <= ours["securityContext"].items()
     assert ours["image"].startswith("registry.example.com/modelserver")
 
 
 def test_the_kserve_grpc_variant_routes_the_grpc_port():
-    output = subprocess.run([*kustomize_command(), str(KSERVE / "grpc")], check=True, capture_output=True, text=True,
+    output = subprocess.run([*kustomize_command(), str(K8S / "kserve-grpc")], check=True, capture_output=True, text=True,
                             timeout=60).stdout
     documents = {document["kind"]: document for document in yaml.safe_load_all(output) if document}
     (container,) = documents["ServingRuntime"]["spec"]["containers"]
