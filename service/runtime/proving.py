@@ -41,14 +41,12 @@ class Proof:
 def prove(directory: Path, example_shapes: dict[str, list[int]] | None = None, memory_mb: int = 2048,
           timeout_s: float = 60.0) -> Proof:
     """Load and run the model in `directory` in a child process; ProofFailed with the reason when it cannot."""
-    command = [sys.executable, "-m", "service.runtime.proving", str(directory), json.dumps(example_shapes or {})]
-    limit = memory_mb * 2**20
-
-    def bounded() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
+    # The child bounds its own memory before loading anything: no preexec_fn, which is unsafe in a process with
+    # threads (a worker serving gRPC): a child forked from one was killed before it ran.
+    command = [sys.executable, "-m", "service.runtime.proving", str(directory), json.dumps(example_shapes or {}),
+               str(memory_mb * 2**20)]
     try:
-        finished = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, preexec_fn=bounded,
+        finished = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s,
                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
     except subprocess.TimeoutExpired:
         raise ProofFailed(f"loading and running the model took longer than {timeout_s:g} s "
@@ -94,6 +92,8 @@ def _described(arguments: Any) -> list[dict]:
 
 
 def main() -> None:
+    limit = int(sys.argv[3])
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     import onnxruntime as ort
 
     directory, shapes = Path(sys.argv[1]), json.loads(sys.argv[2])
