@@ -21,7 +21,7 @@ export CONTAINERS_CONF ?= $(CURDIR)/deploy/container/containers.conf
 export CONTAINERS_STORAGE_CONF ?= $(CURDIR)/.containers/storage.conf
 VARIANT ?= cpu
 
-.PHONY: help serve test gpu-check grpc-code test-tools models train-digits export-digits digits eval-digits eval-ood eval-explain train-sentiment-teacher train-sentiment export-sentiment sentiment eval-sentiment train-denoise export-denoise denoise eval-denoise loadtest soak benchmark bench-tools bento container-tools base-image image images serve-image test-container cluster-up cluster-down test-cluster test-deploy clean
+.PHONY: help serve test gpu-check grpc-code test-tools models train-digits export-digits digits eval-digits eval-ood eval-explain train-sentiment-teacher train-sentiment export-sentiment sentiment eval-sentiment eval-sentiment-ood train-denoise export-denoise denoise eval-denoise loadtest soak benchmark bench-tools bento container-tools base-image image images serve-image test-container cluster-up cluster-down test-cluster test-deploy clean
 
 help:  ## list the targets and what each does
 	@echo "make TARGET - the two a new user needs: serve and test"
@@ -108,6 +108,9 @@ sentiment: train-sentiment export-sentiment models  ## retrain, re-export and re
 
 eval-sentiment: $(VENV)/.dev-installed  ## macro-F1 and throughput of a running server (URL=..., PER_REQUEST=1)
 	$(BIN)/python -m loadtest.sentiment_eval --url $${URL:-http://$(HOST):$(PORT)} --texts-per-request $${PER_REQUEST:-1}
+
+eval-sentiment-ood: $(VENV)/.dev-installed  ## binary accuracy per out-of-domain source (movie snippets, drug and IMDB reviews) of a running server (URL=...)
+	$(BIN)/python -m loadtest.sentiment_eval --url $${URL:-http://$(HOST):$(PORT)} --out-of-domain
 
 train-denoise: $(VENV)/.dev-installed  ## train the denoiser (about 2 h on 2 cores; run it again to resume after an interruption)
 	$(BIN)/python -m training.denoise --out runs/denoise --steps 40000 --eval-every 1000 --patience 10 --resume

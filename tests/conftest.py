@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from modelcore import mnist  # noqa: E402
+from modelcore.images import png_bytes  # noqa: E402
 from service.models.registry import built_in_models  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +43,13 @@ def mnist_test(mnist_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """Official 10k test images (uint8, N x 28 x 28) and labels."""
     return mnist.load("test", mnist_dir)
 
+
+
+@pytest.fixture(scope="session")
+def digits(mnist_test) -> tuple[np.ndarray, np.ndarray]:
+    """Six MNIST test digits: (28x28 pixels as FP32, the same as PNG files)."""
+    images = mnist_test[0][:6]
+    return images.astype(np.float32), np.array([png_bytes(image) for image in images], dtype=object)
 
 class TinyModels:
     """Every registered model trained for one batch (its training module's DRY_RUN_ARGS) and exported (its export

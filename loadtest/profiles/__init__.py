@@ -9,6 +9,7 @@ The serving code never reads any of this; tests/unit/test_registry.py fails when
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -39,6 +40,15 @@ class HttpAnswer:
     def of(cls, response: Any) -> HttpAnswer:
         """From an httpx or requests-like response."""
         return cls(response.status_code, response.headers, response.content)
+
+    def unexpected(self) -> str:
+        """What a check reports when this answer is not the one it wanted."""
+        return f"unexpected answer {self.status}: {self.body[:200]!r}"
+
+    def results_wrong(self, result_ok: Callable[[dict], bool]) -> str | None:
+        """None when this is a 200 whose JSON "results" are all `result_ok`, else what is wrong."""
+        results = json.loads(self.body).get("results", []) if self.status == 200 else []
+        return None if results and all(result_ok(result) for result in results) else self.unexpected()
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ def same_size_png(answer: HttpAnswer) -> str | None:
     """None when the answer is a PNG of the load test's crop size, else what is wrong."""
     width_height = answer.body[16:24] if answer.body[:8] == b"\x89PNG\r\n\x1a\n" else b""
     if answer.status != 200 or width_height != payloads.DENOISE_CROP.to_bytes(4, "big") * 2:
-        return f"unexpected answer {answer.status}: {answer.body[:200]!r}"
+        return answer.unexpected()
     return None
 
 

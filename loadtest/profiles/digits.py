@@ -33,21 +33,18 @@ def one_prediction(answer: HttpAnswer) -> str | None:
     """None when the answer is a well-formed digit prediction, else what is wrong with it."""
     body = json.loads(answer.body) if answer.status == 200 else {}
     if len(body.get("probabilities", ())) != 10 or not 0 <= body.get("label", -1) <= 9 or "in_distribution" not in body:
-        return f"unexpected answer {answer.status}: {answer.body[:200]!r}"
+        return answer.unexpected()
     return None
 
 
 def many_predictions(answer: HttpAnswer) -> str | None:
-    results = json.loads(answer.body).get("results", []) if answer.status == 200 else []
-    if not results or any(len(result.get("probabilities", ())) != 10 for result in results):
-        return f"unexpected answer {answer.status}: {answer.body[:200]!r}"
-    return None
+    return answer.results_wrong(lambda result: len(result.get("probabilities", ())) == 10)
 
 
 def v2_answered(answer: HttpAnswer) -> str | None:
     """None for a v2 answer with its binary outputs, else what is wrong."""
     if answer.status != 200 or "inference-header-content-length" not in {k.lower() for k in answer.headers}:
-        return f"unexpected answer {answer.status}: {answer.body[:200]!r}"
+        return answer.unexpected()
     return None
 
 

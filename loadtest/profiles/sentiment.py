@@ -19,10 +19,7 @@ def reads_positive(answer: HttpAnswer) -> bool:
 
 def labelled(answer: HttpAnswer) -> str | None:
     """None when every result carries a label and three probabilities, else what is wrong."""
-    results = json.loads(answer.body).get("results", []) if answer.status == 200 else []
-    if not results or any(len(result.get("probabilities", {})) != 3 or "label" not in result for result in results):
-        return f"unexpected answer {answer.status}: {answer.body[:200]!r}"
-    return None
+    return answer.results_wrong(lambda result: len(result.get("probabilities", {})) == 3 and "label" in result)
 
 
 PROFILE = Profile(

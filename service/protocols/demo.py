@@ -12,15 +12,12 @@ from pathlib import Path
 from typing import Callable
 
 from service.operations.frontdoor import Call, Route
-from service.operations.http import Response, json_response
+from service.operations.http import Response, json_response, page_policy, static_file
 from service.operations.settings import Settings
 from service.protocols.openapi import Operation
 
 ASSETS = Path(__file__).resolve().parent / "demo_page"
-# Everything from this server; inline style attributes (bar widths), data: and blob: images (maps, previews).
-POLICY = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
-          "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
-SECURITY_HEADERS = {"Content-Security-Policy": POLICY, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+SECURITY_HEADERS = page_policy("data: blob:")  # data: and blob: images (saliency maps, previews)
 FILES = {"/demo": ("index.html", "text/html; charset=utf-8"),
          "/demo/demo.js": ("demo.js", "text/javascript; charset=utf-8"),
          "/demo/demo.css": ("demo.css", "text/css; charset=utf-8")}
@@ -38,12 +35,7 @@ def routes(settings: Settings, models_settings: dict) -> list[Route]:
 
 
 def static(name: str, media_type: str) -> Callable:
-    content = (ASSETS / name).read_bytes()
-
-    async def serve(_: Call) -> Response:
-        return Response(content, media_type=media_type, headers=SECURITY_HEADERS)
-
-    return serve
+    return static_file(ASSETS / name, media_type, SECURITY_HEADERS)
 
 
 def operations() -> list[Operation]:

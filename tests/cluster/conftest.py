@@ -150,8 +150,8 @@ class Cluster:
         (total,) = [row for row in self.stats() if row["svname"] == "BACKEND"]
         return int(total["wretr"] or 0)
 
-    def served_per_replica(self) -> dict[str, int]:
-        return {row["svname"]: int(row["stot"] or 0) for row in self.stats() if row["svname"] != "BACKEND"}
+    def served_per_replica(self, backend: str = "replicas") -> dict[str, int]:
+        return {row["svname"]: int(row["stot"] or 0) for row in self.stats(backend) if row["svname"] != "BACKEND"}
 
     def node_names(self) -> dict[str, str]:
         """Swarm node ID -> node1 (the manager, this process's network) or node2 (the namespace)."""

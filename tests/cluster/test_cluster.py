@@ -1,7 +1,8 @@
 """The image in a real orchestrator: a two-node Docker Swarm on this machine (deploy/swarm/cluster.sh), four
 replicas behind the haproxy balancer, measured under a steady mixed load sent through the balancer.
 
-  1. throughput with 1 and with 4 replicas, and the share of requests each replica served
+  1. throughput with 1 and with 4 replicas, and the share of requests each replica served; gRPC (tritonclient.grpc)
+     through the balancer's h2c port reaching every replica with the same answers as HTTP
   2. a rolling update of every replica to a new image tag: 0 failed requests
   3. kill -9 of one replica's server process: failures no more than were in flight on it (the balancer retries
      them elsewhere: the goal is 0); a replacement ready
@@ -17,13 +18,17 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import pytest
+import tritonclient.grpc as tg
 
 from tests.cluster.conftest import Cluster, SteadyLoad, closed_loop_rate
 
 pytestmark = pytest.mark.cluster
 
 MEASURE_SECONDS = 12
+GRPC_CALLS = 200
+TEXTS = np.array([b"I love this, best day ever", b"this is awful"], dtype=object)
 READY_WITHIN_S = 30
 FIGURES: dict = {}
 
@@ -46,6 +51,37 @@ def test_1_throughput_grows_with_replicas_and_every_replica_serves(cluster: Clus
     assert len(shares) == 4 and min(shares) > 0.1, shares
     assert sorted(FIGURES["nodes"].values()) == [2, 2], "four replicas spread over both nodes"
     assert four["per_s"] > 1.5 * one["per_s"]
+
+
+def test_1b_grpc_through_the_balancer_reaches_every_replica(cluster: Cluster, digits):
+    client = tg.InferenceServerClient(cluster.grpc_target)
+    before = cluster.served_per_replica("grpc_replicas")
+    try:
+        assert client.is_server_ready()
+        labels = [sentiment_labels(client) for _ in range(GRPC_CALLS // 2)] + \
+                 [digit_labels(client, digits[1]) for _ in range(GRPC_CALLS // 2)]
+    finally:
+        client.close()
+    after = cluster.served_per_replica("grpc_replicas")
+    # the balancer's template has 8 slots: the 4 without a replica behind them serve nothing
+    reached = sorted(count for name in after if (count := after[name] - before.get(name, 0)))
+    FIGURES.update(grpc_calls=GRPC_CALLS, grpc_per_replica=reached)
+    print(f"\ngRPC through the balancer: {GRPC_CALLS} calls, per replica {reached}")
+    assert labels[0] == ["positive", "negative"] and len(set(map(tuple, labels[:GRPC_CALLS // 2]))) == 1
+    assert len(set(map(tuple, labels[GRPC_CALLS // 2:]))) == 1
+    assert len(reached) == 4 and sum(reached) >= GRPC_CALLS, reached  # (and the readiness call)
+
+
+def sentiment_labels(client: tg.InferenceServerClient) -> list[str]:
+    text = tg.InferInput("text", [len(TEXTS)], "BYTES")
+    text.set_data_from_numpy(TEXTS)
+    return [label.decode() for label in client.infer("sentiment", [text]).as_numpy("label")]
+
+
+def digit_labels(client: tg.InferenceServerClient, pngs: np.ndarray) -> list[int]:
+    image = tg.InferInput("image", [len(pngs)], "BYTES")
+    image.set_data_from_numpy(pngs)
+    return client.infer("digits", [image]).as_numpy("label").tolist()
 
 
 def test_2_a_rolling_update_to_a_new_tag_loses_no_request(cluster: Cluster):
@@ -108,12 +144,12 @@ def test_5_teardown_leaves_nothing_behind(cluster: Cluster):
     cluster.down()
     leftovers = cluster.leftovers()
     summary = ("cluster: throughput {one_replica_per_s} req/s with 1 replica, {four_replicas_per_s} req/s with 4 "
-               "(shares {replica_shares}); rolling update {update_failed} "
+               "(shares {replica_shares}); gRPC {grpc_calls} calls over replicas {grpc_per_replica}; rolling update {update_failed} "
                "failed of {update_requests}, {update_retried} retried ({update_seconds} s); kill -9 {kill_failed} failed "
                "of {kill_requests}, {kill_retried} retried ({kill_in_flight} in flight), replacement ready in "
                "{kill_ready_s} s; node 2 lost: {node_loss_failed} failed of {node_loss_requests}, {node_loss_retried} "
                "retried, full capacity in {node_loss_capacity_s} s; teardown clean: {clean}").format(**{**{key: "-" for key in (
-                   "one_replica_per_s", "four_replicas_per_s", "replica_shares", "update_failed",
+                   "one_replica_per_s", "four_replicas_per_s", "replica_shares", "grpc_calls", "grpc_per_replica", "update_failed",
                    "update_requests", "update_retried", "update_seconds", "kill_failed", "kill_requests", "kill_retried",
                    "kill_in_flight", "kill_ready_s", "node_loss_failed", "node_loss_requests", "node_loss_retried",
                    "node_loss_capacity_s")}, **FIGURES, "clean": not leftovers})

@@ -45,6 +45,7 @@ def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 class Container:
     name: str
     url: str
+    grpc_target: str
 
     def logs(self) -> str:
         result = run("logs", self.name)
@@ -79,13 +80,13 @@ def image() -> dict:
 def running(**settings: str) -> Iterator[Container]:
     """The image locked down as in deploy/k8s, with MODEL_SERVER_* settings (keyword names, lower case)."""
     name = f"modelserver-smoke-{uuid.uuid4().hex[:8]}"
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     env = [f"--env=MODEL_SERVER_{key.upper()}={value}" for key, value in settings.items()]
     started = run("run", "--detach", "--name", name, "--read-only", "--tmpfs", "/tmp:rw,size=256m",
                   "--cap-drop", "ALL", "--security-opt", "no-new-privileges", *env,
-                  "--publish", f"127.0.0.1:{port}:3000", IMAGE)
+                  "--publish", f"127.0.0.1:{port}:3000", "--publish", f"127.0.0.1:{grpc_port}:3001", IMAGE)
     assert started.returncode == 0, started.stderr
-    box = Container(name, f"http://127.0.0.1:{port}")
+    box = Container(name, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}")
     try:
         box.wait_until_ready()
         yield box

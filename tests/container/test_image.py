@@ -8,11 +8,16 @@ from __future__ import annotations
 import threading
 import time
 
+import grpc
 import httpx
 import pytest
+import tritonclient.grpc as tg
+import tritonclient.http as th
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.container.conftest import IMAGE, engine, run
 from tests.e2e.calls import every_endpoint_answers_correctly
+from tests.e2e.test_grpc import CASES, assert_grpc_answers_what_http_answers
 
 pytestmark = pytest.mark.container
 
@@ -53,6 +58,21 @@ def test_container_serves_every_endpoint_and_is_healthy(container):
     if engine() == "podman":
         health = run("healthcheck", "run", container.name)
         assert health.returncode == 0, health.stdout + health.stderr
+
+
+def test_the_container_answers_grpc_on_3001_what_it_answers_over_http(container, digits):
+    with grpc.insecure_channel(container.grpc_target) as channel:  # what the Kubernetes gRPC probe asks
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=30)
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    grpc_client = tg.InferenceServerClient(container.grpc_target)
+    http_client = th.InferenceServerClient(container.url.removeprefix("http://"), network_timeout=60)
+    try:
+        assert grpc_client.is_server_ready() and grpc_client.is_model_ready("sentiment")
+        for case in CASES:
+            assert_grpc_answers_what_http_answers(grpc_client, http_client, digits, case)
+    finally:
+        grpc_client.close()
+        http_client.close()
 
 
 def test_sigterm_finishes_the_request_in_flight_and_stops_within_seconds(diagnostics_container):

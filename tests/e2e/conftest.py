@@ -12,7 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from playwright.sync_api import sync_playwright
+
 from service.operations.launch import Server, import_shipped, launch
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
 
 @pytest.fixture(scope="session")
@@ -68,3 +73,14 @@ def server_url(server: Server) -> str:
 def client(server_url: str):
     with httpx.Client(base_url=server_url, timeout=60) as session:
         yield session
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by playwright, for the demo and API pages."""
+    executable = shutil.which("chromium")
+    assert executable, "Debian's chromium is missing: make test installs it (tests/install-tools.sh)"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()

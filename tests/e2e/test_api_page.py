@@ -4,30 +4,17 @@ and fails the test), under a Content-Security-Policy, with no console error; the
 
 from __future__ import annotations
 
-import shutil
 from importlib.metadata import version
 from urllib.parse import urlparse
 
 import httpx
 import pytest
-from playwright.sync_api import sync_playwright
 
 from service.operations.launch import ROOT
-from tests.e2e.test_demo_page import CHROMIUM_FLAGS
 
 pytestmark = pytest.mark.e2e
 SCREENSHOTS = ROOT / "runs" / "demo-screenshots"
 LOOPBACK = {"127.0.0.1", "localhost"}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = shutil.which("chromium")
-    assert executable, "Debian's chromium is missing: make test installs it (tests/install-tools.sh)"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
-        yield launched
-        launched.close()
 
 
 @pytest.mark.parametrize("path", ["/", "/docs"])

@@ -7,11 +7,9 @@ A screenshot of each state is saved under runs/demo-screenshots/ (a test artefac
 
 from __future__ import annotations
 
-import shutil
 
 import numpy as np
 import pytest
-from playwright.sync_api import sync_playwright
 
 from modelcore.images import png_bytes
 from service.operations.launch import ROOT
@@ -21,20 +19,8 @@ pytestmark = pytest.mark.e2e
 SCREENSHOTS = ROOT / "runs" / "demo-screenshots"
 MAX_REQUEST_BYTES = 300_000  # a 512x512 noisy photo is over it: the 413 case
 KEY = "demo-key-0123456789abcdef"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 SEVEN = [(60, 60), (220, 60), (120, 240)]
 LETTER_W = [(30, 50), (80, 240), (140, 110), (200, 240), (250, 50)]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = shutil.which("chromium")
-    assert executable, "Debian's chromium is missing: make test installs it (tests/install-tools.sh)"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,6 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from loadtest.profiles.denoise import noisy_png
-from modelcore.images import png_bytes
 
 pytestmark = pytest.mark.e2e
 KEY = "grpc-key-0123456789abcdef"
@@ -50,13 +49,6 @@ def stub(server):
         yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
 
-@pytest.fixture(scope="module")
-def digits(mnist_test) -> tuple[np.ndarray, np.ndarray]:
-    """Six MNIST test digits: (28x28 pixels as FP32, the same as PNG files)."""
-    images = mnist_test[0][:6]
-    return images.astype(np.float32), np.array([png_bytes(image) for image in images], dtype=object)
-
-
 CASES = {  # case -> (model, input name, datatype, the input from the digits fixture)
     "digits-image": ("digits", "image", "BYTES", lambda digits: digits[1]),
     "digits-pixels": ("digits", "pixels", "FP32", lambda digits: digits[0]),
@@ -79,6 +71,11 @@ def answers(client, module, model: str, name: str, datatype: str, array: np.ndar
 
 @pytest.mark.parametrize("case", CASES)
 def test_every_model_answers_over_grpc_what_http_answers(grpc_client, http_client, digits, case):
+    assert_grpc_answers_what_http_answers(grpc_client, http_client, digits, case)
+
+
+def assert_grpc_answers_what_http_answers(grpc_client, http_client, digits, case: str) -> None:
+    """One CASES entry through tritonclient.grpc and tritonclient.http: the same outputs (also the container test's)."""
     model, name, datatype, make = CASES[case]
     array = make(digits)
     over_grpc = answers(grpc_client, tg, model, name, datatype, array)

