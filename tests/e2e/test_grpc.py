@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -23,6 +26,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from loadtest.profiles.denoise import noisy_png
+from service.operations.launch import ROOT
 
 pytestmark = pytest.mark.e2e
 KEY = "grpc-key-0123456789abcdef"
@@ -186,6 +190,17 @@ def test_request_ids_are_echoed_and_logged_and_calls_are_counted(server, stub):
     assert '"GRPC ModelInfer" 200' in server.log.read_text(errors="replace")
     metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
     assert 'endpoint="grpc:ModelInfer"' in metrics and 'model="sentiment"' in metrics
+
+
+def test_the_readme_s_grpc_example_runs_unchanged(server):
+    """The README's tritonclient.grpc snippet, as a user copies it, pointed at this server's gRPC port."""
+    readme = (ROOT / "README.md").read_text()
+    (snippet,) = re.findall(r"```python\n(import numpy as np, tritonclient\.grpc as triton.*?)```", readme, re.S)
+    assert '"127.0.0.1:3001"' in snippet
+    finished = subprocess.run([sys.executable, "-c", snippet.replace('"127.0.0.1:3001"', f'"{server.grpc_target}"')],
+                              capture_output=True, text=True, timeout=120, check=False)
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.strip() == "[b'positive' b'negative']"
 
 
 def test_the_health_service_answers_for_probes(server):
