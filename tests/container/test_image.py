@@ -21,7 +21,7 @@ from tests.e2e.test_grpc import CASES, assert_grpc_answers_what_http_answers
 
 pytestmark = pytest.mark.container
 
-MAX_IMAGE_MB = 400
+MAX_IMAGE_MB = 380  # measured 362 MB (deploy/container/Containerfile says what was left out)
 STOP_SECONDS = 10
 HELD_S = 3.0
 
