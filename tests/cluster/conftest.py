@@ -188,8 +188,16 @@ class Cluster:
                 counts[names.get(task["node"], task["node"])] = counts.get(names.get(task["node"], task["node"]), 0) + 1
         return counts
 
-    def replicas_up_in_balancer(self) -> int:
-        return sum(row["status"].startswith("UP") for row in self.stats() if row["svname"] != "BACKEND")
+    def replicas_up_in_balancer(self, backend: str = "replicas") -> int:
+        return sum(row["status"].startswith("UP") for row in self.stats(backend) if row["svname"] != "BACKEND")
+
+    def wait_for_backend(self, backend: str, count: int, timeout: float) -> None:
+        """Wait until the balancer's `backend` sends to `count` replicas (its health checks passed)."""
+        deadline = time.monotonic() + timeout
+        while self.replicas_up_in_balancer(backend) != count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{backend}: not {count} replicas up after {timeout} s: {self.stats(backend)}")
+            time.sleep(0.5)
 
     def wait_for_replicas(self, count: int, timeout: float, node: str | None = None) -> float:
         """Wait until `count` replicas run (on `node`, if given) and the balancer sends to exactly that many."""

@@ -54,6 +54,7 @@ def test_1_throughput_grows_with_replicas_and_every_replica_serves(cluster: Clus
 
 
 def test_1b_grpc_through_the_balancer_reaches_every_replica(cluster: Cluster, digits):
+    cluster.wait_for_backend("grpc_replicas", 4, timeout=30)
     client = tg.InferenceServerClient(cluster.grpc_target)
     before = cluster.served_per_replica("grpc_replicas")
     try:
