@@ -111,13 +111,6 @@ class SteadyLoad:
     def failed(self) -> int:
         return len(self.failures)
 
-    def failed_unless_in_flight_during(self, start: float, end: float) -> list[str]:
-        """The failures of requests that were not in flight at any moment from `start` to `end` (time.monotonic()):
-        sent after the end, or answered before the start."""
-        start, end = start - self.started, end - self.started
-        return [f"{wrong} (sent {sent:.2f} s, answered {answered:.2f} s; window {start:.2f}-{end:.2f} s)"
-                for sent, answered, wrong in self.results if wrong is not None and not (sent <= end and answered >= start)]
-
     def answered_in_every_second(self) -> bool:
         """Some request sent in every whole second of the run got its right answer."""
         seconds = int(max(sent for sent, _, _ in self.results))
