@@ -237,11 +237,17 @@ def summary(figures: list[dict], items: int) -> dict:
             "generator_cpu_percent": statistics.median(figure["generator_cpu_percent"] for figure in figures)}
 
 
+def items_per_request(row: Row) -> int:
+    """From the workload ("digits, 64 per request", "sentiment, 32 texts"): a form's name may hold other numbers
+    (digit-v2-json-base64 is one PNG)."""
+    return 64 if "64 per request" in row.workload else 32 if "32 texts" in row.workload else 1
+
+
 def results_of(servers: list[Running], limits: dict) -> dict:
     rows = []
     for server in servers:
         for row in server.rows:
-            items = 64 if "64" in row.form else 32 if "32" in row.form else 1
+            items = items_per_request(row)
             rows.append({"server": server.name, "workload": row.workload, "path": row.path, "form": row.form,
                          "items": items, **summary(server.figures[key(row)], items)})
     return {"rows": rows, "limits": limits, "servers": {server.name: server.description for server in servers}}
