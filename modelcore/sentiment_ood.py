@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import html
 import io
 import subprocess
 import sys
@@ -60,8 +61,6 @@ def drug_review_rows(data: bytes) -> list[tuple[str, str]]:
 
 
 def unescape_review(text: str) -> str:
-    import html
-
     return html.unescape(text.strip().strip('"')).strip()
 
 
