@@ -2,7 +2,7 @@
 replicas behind the haproxy balancer, measured under a steady mixed load sent through the balancer.
 
   1. throughput with 1 and with 4 replicas, and the share of requests each replica served; gRPC (tritonclient.grpc)
-     through the balancer's h2c port reaching every replica with the same answers as HTTP
+     through the balancer's h2c port reaching every replica, every replica giving the same labels
   2. a rolling update of every replica to a new image tag: 0 failed requests
   3. kill -9 of one replica's server process: 0 failed requests (the balancer retries what it cut off on another
      replica); a replacement ready within 30 s
