@@ -163,8 +163,9 @@ def write_outputs(table: list[dict], out: Path, title: str) -> None:
 def print_table(table: list[dict], generator_cpu: float) -> None:
     print(f"{'users':>6} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'fail/s':>7}")
     for row in table:
-        print(f"{row['users']:>6} {row['requests_per_s']:>9} {row['p50_ms']:>8} {row['p95_ms']:>8} "
-              f"{row['p99_ms']:>8} {row['failures_per_s']:>7}")
+        # a step whose rolling window held no answer has no percentiles (locust writes N/A): shown as "-"
+        p50, p95, p99 = ("-" if row[key] is None else row[key] for key in ("p50_ms", "p95_ms", "p99_ms"))
+        print(f"{row['users']:>6} {row['requests_per_s']:>9} {p50:>8} {p95:>8} {p99:>8} {row['failures_per_s']:>7}")
     print(f"load generator CPU: {generator_cpu:.0f}% of one core (locust runs on one core)")
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.stepload import step_table
+from loadtest.stepload import print_table, step_table
 
 # Recorded by `python -m loadtest.stepload --user MixedUser --step-users 2 --max-users 4 --step-seconds 4` beside
 # `stress-ng --cpu 2` on the 2-core build machine: the first tick of the run came 3.5 s late and locust's rolling
@@ -64,3 +64,10 @@ def test_a_step_with_no_history_row_still_has_its_rate(tmp_path):
     assert [row["requests_per_s"] for row in table] == [10.0, 20.0]
     assert table[0]["p50_ms"] is None
 
+
+
+def test_a_step_without_percentiles_prints_a_dash(capsys):
+    """Locust writes N/A percentiles for a step whose rolling window held no answer (one slow request can do it)."""
+    print_table([{"users": 2, "requests_per_s": 3.5, "p50_ms": None, "p95_ms": None, "p99_ms": None,
+                  "failures_per_s": 0.0}], generator_cpu=12.0)
+    assert capsys.readouterr().out.splitlines()[1].split() == ["2", "3.5", "-", "-", "-", "0.0"]
