@@ -22,7 +22,6 @@ import base64
 import hmac
 import json
 import logging
-import struct
 import time
 from typing import Any, Awaitable, Callable
 
@@ -42,7 +41,8 @@ from service.operations.settings import Settings
 from service.protocols.oip import inference_pb2 as pb
 from service.protocols.repository import ModelControl
 from service.protocols.serving import answer_with, choose
-from service.protocols.v2 import DTYPES, V2, decode_inputs, output_datatype, parse_header, raw_bytes, requested_outputs
+from service.protocols.v2 import (DTYPES, V2, decode_inputs, output_datatype, pack_elements, parse_header, raw_bytes,
+                                  requested_outputs)
 from service.runtime.repository import Repository
 
 log = logging.getLogger("bentoml.modelserver")
@@ -90,7 +90,7 @@ def typed_bytes(tensor: Any) -> bytes:
                          "raw_input_contents" + ("." if tensor.datatype in DTYPES else f" with a datatype of {', '.join(DTYPES)}."))
     values = getattr(tensor.contents, field)
     if tensor.datatype == "BYTES":
-        return b"".join(struct.pack("<I", len(value)) + value for value in values)
+        return pack_elements(values)
     wide = np.asarray(values)
     narrow = wide.astype(DTYPES[tensor.datatype])
     if wide.size and not np.array_equal(narrow, wide):
@@ -300,8 +300,7 @@ class InferenceService:
         return infer_response(model, request.id, outputs, names)
 
     async def model_statistics(self, request: Any, call: Guarded) -> Any:
-        params = {"model": request.name, **({"version": request.version} if request.version else {})} \
-            if request.name else {}
+        params = self.model_params(request) if request.name else {}  # no name: every model's statistics
         payload = answered(await self.control.stats(call.call("/v2/models/stats", params)))
         return json_format.ParseDict(payload, pb.ModelStatisticsResponse(), ignore_unknown_fields=True)
 

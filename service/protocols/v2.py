@@ -22,7 +22,7 @@ import base64
 import struct
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 from pydantic import BaseModel, Field, NonNegativeInt, ValidationError
@@ -287,7 +287,12 @@ def raw_bytes(array: np.ndarray) -> bytes:
 
 
 def _pack_bytes(array: np.ndarray) -> bytes:
-    return b"".join(struct.pack("<I", len(value)) + value for value in (_as_bytes(v) for v in array.ravel()))
+    return pack_elements(_as_bytes(v) for v in array.ravel())
+
+
+def pack_elements(values: Iterable[bytes]) -> bytes:
+    """BYTES elements in the binary form: each one prefixed with its length (4 bytes, little-endian)."""
+    return b"".join(struct.pack("<I", len(value)) + value for value in values)
 
 
 def _as_bytes(value: Any) -> bytes:
