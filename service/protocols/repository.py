@@ -199,7 +199,7 @@ class ModelControl:
 
     async def converged(self, name: str) -> None:
         failure = next((f for f in self.repository.all_failures() if f.name == name), None)
-        if failure is not None and not self.repository.names().count(name):
+        if failure is not None and name not in self.repository.names():
             raise InputError(f"{name} could not be loaded: {failure.reason}", HTTPStatus.UNPROCESSABLE_ENTITY)
 
     def served_versions(self, name: str) -> set[str]:
@@ -209,10 +209,12 @@ class ModelControl:
 
     def traffic_of(self, name: str) -> dict:
         versions = self.repository.versions(name)
-        canary = versions.canary if versions else None
-        return {"name": name, "default": versions.default if versions else None,
+        if versions is None:
+            return {"name": name, "default": None, "canary": None, "shadow": None, "versions": []}
+        canary = versions.canary
+        return {"name": name, "default": versions.default,
                 "canary": {"version": canary[0], "weight": canary[1]} if canary else None,
-                "shadow": versions.shadow if versions else None, "versions": list(versions.loaded) if versions else []}
+                "shadow": versions.shadow, "versions": list(versions.loaded)}
 
     def routes(self) -> list[Route]:
         prefix = "/v2/repository/models/{model}"
