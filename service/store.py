@@ -42,7 +42,6 @@ from service.models.registry import built_in_models  # noqa: E402
 from service.runtime.intake import IntakeRefused, Submission, take_in  # noqa: E402
 from service.runtime.proving import EXAMPLE_FILE  # noqa: E402
 from service.runtime.state import (  # noqa: E402
-    Canary,
     ModelState,
     changing_state,
     live_workers,
@@ -188,21 +187,16 @@ def change_traffic(name: str, repository: Path | None = None, *, default: str | 
                    canary: tuple[str, float] | None = None, shadow: str | None = None, rollback: bool = False) -> ModelState:
     """Promote a version, give a canary its share, set a shadow, or roll back; the model's new state."""
     repository = repository or repository_dir()
+    wanted = {**({"default": default} if default else {}), **({"shadow": shadow} if shadow else {}),
+              **({"canary": {"version": canary[0], "weight": canary[1]}} if canary else {})}
     with changing_state(repository) as state:
         entry = state.models.setdefault(name, ModelState())
-        known = set(entry.versions) | existing_built_in_version(name)
-        for version in filter(None, (default, canary[0] if canary else None, shadow)):
-            if version not in known:
-                raise ImportRefused(f"Version {version!r} of {name!r} is not in the repository; known: "
-                                    f"{', '.join(sorted(known)) or 'none'} (python -m service.store list).")
         if rollback:
             entry.roll_back()
-        if default:
-            entry.promote(default)
-        if canary:
-            entry.canary = Canary(version=canary[0], weight=canary[1])
-        if shadow:
-            entry.shadow = shadow
+        try:
+            entry.set_traffic(wanted, set(entry.versions) | existing_built_in_version(name))
+        except ValueError as exc:
+            raise ImportRefused(f"{name}: {exc} (python -m service.store list)") from None
         return entry.model_copy()
 
 

@@ -42,7 +42,6 @@ from service.runtime.intake import IntakeRefused, Submission, files_of_request, 
 from service.runtime.repository import Repository, catch_up
 from service.runtime.state import (
     WATCH_SECONDS,
-    Canary,
     ModelState,
     changing_state,
     check_name,
@@ -122,13 +121,13 @@ class ModelControl:
         self.allowed(call)
         name = model_name(call)
         wanted = parse_traffic(call)
-        await self.change(name, lambda entry: set_traffic(entry, wanted, self.served_versions(name)))
+        await self.change(name, lambda entry: entry.set_traffic(wanted, self.served_versions(name)))
         return json_response(self.traffic_of(name))
 
     async def promote(self, call: Call) -> Response:
         self.allowed(call)
         name, version = model_name(call), call.params["version"]
-        await self.change(name, lambda entry: set_traffic(entry, {"default": version}, self.served_versions(name)))
+        await self.change(name, lambda entry: entry.set_traffic({"default": version}, self.served_versions(name)))
         return json_response(self.traffic_of(name))
 
     async def rollback(self, call: Call) -> Response:
@@ -318,30 +317,6 @@ def parse_traffic(call: Call) -> dict:
     return json_object(call, "traffic request", '{"default": "<version>", "canary": {"version": "<version>", '
                        '"weight": 0.1} or null, "shadow": "<version>" or null}; any of the three',
                        {"default", "canary", "shadow"})
-
-
-def set_traffic(entry: ModelState, wanted: dict, known: set[str]) -> None:
-    """Apply a traffic change to one model's entry; ValueError naming an unknown version or a bad weight."""
-    def checked(version: Any) -> str:
-        if version not in known:
-            raise ValueError(f"Version {version!r} is not loaded; loaded: {', '.join(sorted(known)) or 'none'}.")
-        return version
-
-    if "default" in wanted:
-        entry.promote(checked(wanted["default"]))
-    if "canary" in wanted:
-        canary = wanted["canary"]
-        entry.canary = None if canary is None else Canary(version=checked((canary or {}).get("version")),
-                                                         weight=canary_weight(canary))
-    if "shadow" in wanted:
-        entry.shadow = None if wanted["shadow"] is None else checked(wanted["shadow"])
-
-
-def canary_weight(canary: dict) -> float:
-    weight = canary.get("weight")
-    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not 0 <= weight <= 1:
-        raise ValueError("canary.weight must be a number from 0 to 1: the share of requests the canary answers.")
-    return float(weight)
 
 
 def operations() -> list[Operation]:

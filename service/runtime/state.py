@@ -71,11 +71,40 @@ class ModelState(BaseModel):
         if self.shadow == version:
             self.shadow = None
 
+    def set_traffic(self, wanted: dict, known: set[str]) -> None:
+        """Apply a traffic change: any of "default" (a version), "canary" ({"version", "weight"}, or None to end it)
+        and "shadow" (a version, or None); ValueError naming an unknown version or a bad canary, before any change."""
+        def checked(version: object) -> str:
+            if version not in known:
+                raise ValueError(f"Version {version!r} is not loaded; loaded: {', '.join(sorted(known)) or 'none'}.")
+            return str(version)
+
+        default = checked(wanted["default"]) if "default" in wanted else None
+        canary = wanted.get("canary")
+        if canary is not None:
+            if not isinstance(canary, dict):
+                raise ValueError('canary is {"version": "<version>", "weight": 0.1}, or null to end it.')
+            canary = Canary(version=checked(canary.get("version")), weight=canary_weight(canary))
+        shadow = checked(wanted["shadow"]) if wanted.get("shadow") is not None else None
+        if default is not None:
+            self.promote(default)
+        if "canary" in wanted:
+            self.canary = canary
+        if "shadow" in wanted:
+            self.shadow = shadow
+
     def roll_back(self) -> None:
         """End the canary and the shadow, and restore the default from before the last promotion (if any)."""
         self.canary, self.shadow = None, None
         if self.previous_default:
             self.default, self.previous_default = self.previous_default, None
+
+
+def canary_weight(canary: dict) -> float:
+    weight = canary.get("weight")
+    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not 0 <= weight <= 1:
+        raise ValueError("canary.weight must be a number from 0 to 1: the share of requests the canary answers.")
+    return float(weight)
 
 
 class RepositoryState(BaseModel):

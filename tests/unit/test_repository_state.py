@@ -86,3 +86,19 @@ def test_one_version_folder_per_request():
         {"model.onnx": b"a", "weights.bin": b"b"}
     with pytest.raises(IntakeRefused, match="one version per load request"):
         files_of_request({"file:1/model.onnx": b"a", "file:2/model.onnx": b"b"})
+
+
+def test_a_traffic_change_checks_every_version_before_changing_anything():
+    entry = ModelState(versions=["aaaaaaaaaaaa", "bbbbbbbbbbbb"], default="aaaaaaaaaaaa")
+    known = set(entry.versions)
+    for wanted, words in [({"default": "bbbbbbbbbbbb", "shadow": "cccccccccccc"}, "not loaded"),
+                          ({"canary": {"version": "bbbbbbbbbbbb", "weight": 1.5}}, "from 0 to 1"),
+                          ({"canary": "bbbbbbbbbbbb"}, "or null")]:
+        with pytest.raises(ValueError, match=words):
+            entry.set_traffic(wanted, known)
+        assert entry.default == "aaaaaaaaaaaa" and entry.canary is None and entry.shadow is None
+    entry.set_traffic({"canary": {"version": "bbbbbbbbbbbb", "weight": 0.1}, "shadow": "bbbbbbbbbbbb"}, known)
+    assert (entry.canary.version, entry.canary.weight, entry.shadow) == ("bbbbbbbbbbbb", 0.1, "bbbbbbbbbbbb")
+    entry.set_traffic({"default": "bbbbbbbbbbbb", "canary": None}, known)
+    assert (entry.default, entry.previous_default, entry.canary, entry.shadow) == \
+        ("bbbbbbbbbbbb", "aaaaaaaaaaaa", None, None)
