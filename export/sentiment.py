@@ -239,7 +239,7 @@ def describe(trained, model_config, parity, variants, chosen, report, path: Path
         outputs=[TensorSpec(name="probabilities", shape=["batch", len(LABELS)], dtype="float32", description="softmax over negative, neutral, positive")],
         preprocessing={"function": "modelcore.sentiment.TextEncoder", "tokenizer": TOKENIZER_FILE,
                        "tokenizer_kind": "BERT WordPiece, uncased (from all-MiniLM-L6-v2)", "max_length": model_config["max_length"],
-                       "cleaning": "NFC normalisation, whitespace folded", "truncation": "to max_length tokens; reported per text"},
+                       "cleaning": "NFC normalisation, whitespace folded", "truncation": "over max_length tokens: the first quarter of the window and the end of the text (modelcore.sentiment.HEAD_SHARE); reported per text"},
         data=dict(trained["data"], **PROVENANCE),  # the corpus description as the code states it now
         training=dict(trained["training"], encoder=trained["encoder"], model_config=model_config,
                       **({"distillation": trained["distillation"]} if "distillation" in trained else {})),

