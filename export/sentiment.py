@@ -231,8 +231,8 @@ def describe(trained, model_config, parity, variants, chosen, report, path: Path
         name="sentiment",
         version=sha256[:12],
         task="text-classification",
-        summary="Tweet sentiment (negative / neutral / positive): all-MiniLM-L6-v2 fine-tuned with mean pooling "
-        f"and a linear head{_taught_by(trained)}, ONNX {chosen}, served with onnxruntime.",
+        summary=f"Tweet sentiment (negative / neutral / positive){_also_trained_on(trained)}: all-MiniLM-L6-v2 fine-tuned "
+        f"with mean pooling and a linear head{_taught_by(trained)}, ONNX {chosen}, served with onnxruntime.",
         labels=list(LABELS),
         inputs=[TensorSpec(name="input_ids", shape=["batch", "sequence"], dtype="int64", description="WordPiece token ids, [CLS] ... [SEP], 0-padded"),
                 TensorSpec(name="attention_mask", shape=["batch", "sequence"], dtype="int64", description="1 for tokens, 0 for padding")],
@@ -254,6 +254,11 @@ def describe(trained, model_config, parity, variants, chosen, report, path: Path
                     command=" ".join(["python -m export.sentiment", *sys.argv[1:]])),
         sha256=sha256,
     )
+
+
+def _also_trained_on(trained: dict) -> str:
+    extra = trained["data"].get("extra_sources") or {}
+    return f", also trained on {' and '.join(extra)} (positive / negative)" if extra else ""
 
 
 def _taught_by(trained: dict) -> str:

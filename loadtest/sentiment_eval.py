@@ -94,11 +94,17 @@ def out_of_domain(url: str, wheels: Path | None, per_request: int = 32) -> dict:
 
 
 def record_out_of_domain(report: dict) -> None:
-    from modelcore.card import record_metrics
+    """Into the shipped card, each source marked with whether the model trained on other texts of it
+    (training.sentiment --extra-source): then it is a seen source, scored on unseen texts."""
+    from modelcore.card import ModelMetadata, record_metrics
 
+    seen = ModelMetadata.read(SHIPPED).data.get("extra_sources", {})
+    for name, figures in report.items():
+        figures["trained_on_other_texts_of_it"] = name in seen
     record_metrics(SHIPPED, {"out_of_domain": {
         "sources": report, "goal": "binary accuracy >= 0.85 on every source",
-        "selection": f"at most {sentiment_ood.PER_CLASS} texts per label, seeded (modelcore/sentiment_ood.py); never trained on",
+        "selection": f"at most {sentiment_ood.PER_CLASS} texts per label, seeded (modelcore/sentiment_ood.py); never "
+                     "trained on (training.sentiment --extra-source draws only from a source's other texts)",
         "command": "make serve, then python -m loadtest.sentiment_eval --out-of-domain --record"}})
 
 
