@@ -60,10 +60,10 @@ def test_figures_recorded_after_export_land_in_metadata_and_card_once(tiny_senti
 
     directory = shutil.copytree(tiny_sentiment_export, tmp_path / "model")
     model_bytes = (directory / MODEL_FILE).read_bytes()
-    record_metrics(directory, {"leave_one_source_out": {"macro_f1": 0.5}}, "## Levers\n\nfirst\n")
-    record_metrics(directory, {"leave_one_source_out": {"macro_f1": 0.6}}, "## Levers\n\nsecond\n")
+    record_metrics(directory, {"leave_one_source_out": {"macro_f1": 0.5}}, "## Levers\n\nthe first lever log\n")
+    record_metrics(directory, {"leave_one_source_out": {"macro_f1": 0.6}}, "## Levers\n\nthe second lever log\n")
     card = (directory / CARD_FILE).read_text()
     assert ModelMetadata.read(directory).metrics["leave_one_source_out"] == {"macro_f1": 0.6}
     assert card.count("**leave_one_source_out**") == 1 and '"macro_f1": 0.6' in card
-    assert card.count("## Levers") == 1 and "second" in card and "first" not in card
+    assert card.count("## Levers") == 1 and "the second lever log" in card and "the first lever log" not in card
     assert (directory / MODEL_FILE).read_bytes() == model_bytes and card.rstrip().splitlines()[-1].startswith("Files:")
