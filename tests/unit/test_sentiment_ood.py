@@ -68,3 +68,9 @@ def test_texts_for_training_are_never_the_test_texts(tmp_path):
     assert len(test) == 2000 and not test & {text for text, _ in training}
     assert [label for _, label in training].count("positive") == 500 and len(training) == 700  # what the test left
     assert training == sentiment_ood.load_for_training(source.name, per_class=5000, wheels=tmp_path)
+
+
+def test_a_source_whose_texts_are_all_test_texts_has_none_to_train_on(tmp_path):
+    source = sentiment_ood.SOURCES["movie-review snippets"]
+    write_wheel(tmp_path, source, snippets_csv([("fresh", f"good {n}") for n in range(30)] + [("rotten", "bad")]))
+    assert sentiment_ood.load_for_training(source.name, per_class=100, wheels=tmp_path) == []
