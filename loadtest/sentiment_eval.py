@@ -81,7 +81,7 @@ def out_of_domain(url: str, wheels: Path | None, per_request: int = 32) -> dict:
         if load.errors:
             raise RuntimeError(f"{load.errors} requests failed on {name}")
         results = [result for answer in load.answers for result in answer["results"]]
-        positive = np.array([r["probabilities"]["positive"] >= r["probabilities"]["negative"] for r in results])
+        positive = sentiment_ood.said_positive(np.array([[r["probabilities"][label] for label in LABELS] for r in results]), LABELS)
         found[name] = {"texts": len(texts), "positive_share": round(float(truth.mean()), 3),
                        "binary_accuracy": round(float((positive == truth).mean()), 4),
                        "binary_macro_f1": round(float(f1_score(truth, positive, average="macro")), 4),

