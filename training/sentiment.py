@@ -242,19 +242,20 @@ def with_extra_sources(tweets: Split, args: argparse.Namespace) -> tuple[Split, 
     """The training tweets followed by each --extra-source's texts (label negative or positive, weight
     --extra-weight, source its name), and how many came from each."""
     per_class = 4 if args.dry_run else args.extra_per_class
-    texts, labels, stats = list(tweets.texts), [tweets.labels], {}
+    texts, labels, sources, stats = list(tweets.texts), [tweets.labels], [tweets.sources], {}
     for name in args.extra_source:
         rows = sentiment_ood.load_for_training(name, per_class, wheels=args.ood_wheels)
         if not rows:
             raise SystemExit(f"{name!r} has no texts beyond its test sample to train on: leave it out of --extra-source")
         texts += [text for text, _ in rows]
         labels.append(np.array([LABELS.index(label) for _, label in rows], dtype=np.int64))
+        sources.append(np.full(len(rows), name))
         stats[name] = {"texts": len(rows), "package": sentiment_ood.SOURCES[name].package,
                        "licence": sentiment_ood.SOURCES[name].licence}
         print(f"extra source {name!r}: {len(rows)} texts ({sentiment_ood.SOURCES[name].package})")
     added = len(texts) - len(tweets)
     return Split(texts, np.concatenate(labels), np.concatenate([tweets.confidence, np.full(added, args.extra_weight, np.float32)]),
-                 np.concatenate([tweets.sources, [name for name, count in stats.items() for _ in range(count["texts"])]])), stats
+                 np.concatenate(sources)), stats
 
 
 def out_of_domain_scores(model: nn.Module, text_encoder: TextEncoder, args: argparse.Namespace) -> dict:
