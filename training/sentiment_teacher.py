@@ -144,13 +144,13 @@ def cached_states(encoder: nn.Module, encoded: Encoded, layer: int, cache: Path,
     return states
 
 
-def cache_key(args: argparse.Namespace, split: Split) -> str:
+def cache_key(args: argparse.Namespace, texts: list[str]) -> str:
     """What cached states depend on (the teacher, the window, the texts), so a changed one is never read stale."""
     digest = hashlib.blake2b(digest_size=6)
     digest.update((args.teacher_dir / "config.json").read_bytes())
     files = sorted((path.name, path.stat().st_size) for path in args.teacher_dir.iterdir() if path.is_file())
     digest.update(str((files, args.max_length)).encode())
-    digest.update(text_keys(split.texts).tobytes())
+    digest.update(text_keys(texts).tobytes())
     return digest.hexdigest()
 
 
@@ -183,8 +183,7 @@ def out_of_domain_inputs(encoder: nn.Module, text_encoder: TextEncoder, frozen: 
         rows = sentiment_ood.load(name, wheels=args.ood_wheels, per_class=8 if args.dry_run else sentiment_ood.PER_CLASS)
         texts = [text for text, _ in rows]
         encoded = text_encoder.encode(texts)
-        key = cache_key(args, Split(texts, np.zeros(len(texts), np.int64), np.ones(len(texts), np.float32), np.full(len(texts), name)))
-        states = cached_states(encoder, encoded, frozen, args.out / "cache", f"ood-{key}")
+        states = cached_states(encoder, encoded, frozen, args.out / "cache", f"ood-{cache_key(args, texts)}")
         found[name] = (np.array([label == "positive" for _, label in rows]), encoded, states)
     return found
 
@@ -243,12 +242,12 @@ def train(args: argparse.Namespace) -> dict:
     text_encoder = TextEncoder(args.teacher_dir / TOKENIZER_FILE, args.max_length)
     encoded = {name: text_encoder.encode(split.texts) for name, split in splits.items()}
     frozen = depth - args.top_layers
-    states = {name: cached_states(encoder, encoded[name], frozen, args.out / "cache", f"{name}-{cache_key(args, split)}")
+    states = {name: cached_states(encoder, encoded[name], frozen, args.out / "cache", f"{name}-{cache_key(args, split.texts)}")
               for name, split in splits.items()}
     if held_out:  # scored for the record only: the teacher's own figure on the source it never saw
         held_out_encoded = text_encoder.encode(held_out["test"].texts)
         held_out_states = cached_states(encoder, held_out_encoded, frozen, args.out / "cache",
-                                        f"held-out-test-{cache_key(args, held_out['test'])}")
+                                        f"held-out-test-{cache_key(args, held_out['test'].texts)}")
     out_of_domain = out_of_domain_inputs(encoder, text_encoder, frozen, args) if args.out_of_domain or args.extra_source else {}
     model = TopLayers(encoder, args.top_layers, args.dropout)
     del encoder  # only the top layers (now inside `model`) are needed from here
@@ -265,8 +264,8 @@ def train(args: argparse.Namespace) -> dict:
     print(f"teacher: validation macro-F1 {figures['validation']['macro_f1']:.4f}, test {figures['test']['macro_f1']:.4f}; {seconds:.0f} s")
     np.savez(args.out / "teacher_logits.npz", **logits, **{f"{name}_keys": text_keys(split.texts) for name, split in splits.items()},
              hold_out_source=np.array(args.hold_out_source or ""))
-    meta = dict(teacher=TEACHER, metrics=figures, **({"extra_sources": extra_stats} if extra_stats else {}), best_step=best_step, history=history, seconds=round(seconds, 1),
-                threads=threads, commit=commit, command=" ".join(["python -m training.sentiment_teacher", *sys.argv[1:]]),
+    meta = dict(teacher=TEACHER, metrics=figures, **({"extra_sources": extra_stats} if extra_stats else {}),
+                best_step=best_step, history=history, seconds=round(seconds, 1), threads=threads, commit=commit, command=" ".join(["python -m training.sentiment_teacher", *sys.argv[1:]]),
                 training={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
     (args.out / "teacher.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"wrote {args.out / 'teacher_logits.npz'} and teacher.json")

@@ -11,7 +11,15 @@ from modelcore import sentiment_ood
 from modelcore.sentiment import TOKENIZER_FILE, TextEncoder
 from modelcore.sentiment_corpus import Split, load_splits, text_keys
 from tests.ood_wheels import write_every_source
-from training.sentiment import chosen_splits, encoder_dir, parse_args, teacher_logits, train, training_loss, with_extra_sources
+from training.sentiment import (
+    chosen_splits,
+    encoder_dir,
+    parse_args,
+    teacher_logits,
+    train,
+    training_loss,
+    with_extra_sources,
+)
 from training.sentiment_teacher import TopLayers, load_encoder
 from training.sentiment_teacher import parse_args as teacher_args
 from training.sentiment_teacher import train as train_teacher
