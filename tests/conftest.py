@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import os
 import tempfile
 from pathlib import Path
@@ -20,6 +20,16 @@ from modelcore.images import png_bytes  # noqa: E402
 from service.models.registry import built_in_models  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Import the ONNX exporter's op library (onnxscript parses the source of hundreds of functions with `ast` as it
+    is imported) now, while the test process has one thread. Imported by the first denoise export in the middle of
+    a full run instead, it once failed with CPython 3.11.7's spurious "AST constructor recursion depth mismatch"
+    SystemError, a bug of its AST conversion seen in threaded processes (python/cpython#106905, fixed in later
+    releases). Absent where torch is not installed."""
+    if importlib.util.find_spec("torch") and importlib.util.find_spec("onnxscript"):
+        importlib.import_module("onnxscript.function_libs.torch_lib.ops")
 SHIPPED = ROOT / "artifacts"
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 
