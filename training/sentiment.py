@@ -75,6 +75,25 @@ def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
     return batches
 
 
+def source_balanced_rows(sources: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One epoch's rows with every source drawn equally often: as many rows in all as there are texts, each
+    source's share drawn without replacement where it has enough texts and with replacement where it has not
+    (a small topic is seen several times an epoch, a large one partly)."""
+    names = np.unique(sources)
+    share = len(sources) // len(names)
+    drawn = [rng.choice(rows, share, replace=len(rows) < share) for rows in (np.flatnonzero(sources == name) for name in names)]
+    return np.concatenate(drawn)
+
+
+def epoch_batches(lengths: np.ndarray, sources: np.ndarray, args: argparse.Namespace,
+                  rng: np.random.Generator) -> list[np.ndarray]:
+    """The epoch's batches of training rows: every row once, or source-balanced with --balance-sources."""
+    if not args.balance_sources:
+        return length_batches(lengths, args.batch_size, rng)
+    rows = source_balanced_rows(sources, rng)
+    return [rows[batch] for batch in length_batches(lengths[rows], args.batch_size, rng)]
+
+
 def tensors(encoded: Encoded, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """The rows' ids and mask, trimmed to the longest of these rows."""
     mask = encoded.attention_mask[rows]
@@ -129,6 +148,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="one training batch, small validation and test subsets")
     parser.add_argument("--hold-out-source", choices=list(SOURCE_KEYWORDS),
                         help="leave this source's tweets out of training and model selection; report figures on them")
+    parser.add_argument("--balance-sources", action="store_true",
+                        help="draw every source (tweet topic, extra source) equally often in an epoch instead of by its size")
     parser.add_argument("--teacher", type=Path, help="teacher_logits.npz from training.sentiment_teacher: distil from it")
     parser.add_argument("--distill-weight", type=float, default=0.5, help="share of the teacher's term in the loss")
     parser.add_argument("--temperature", type=float, default=2.0, help="softening of both distributions in that term")
@@ -170,7 +191,7 @@ def train(args: argparse.Namespace) -> dict:
     print(f"sentiment: {len(train_split)} train / {len(splits['validation'])} validation / {len(splits['test'])} test texts, "
           f"{threads} threads, {epochs} epochs x {steps_per_epoch} steps")
     for epoch in range(epochs):
-        batches = length_batches(lengths, args.batch_size, rng)[:steps_per_epoch]
+        batches = epoch_batches(lengths, train_split.sources, args, rng)[:steps_per_epoch]
         progress = tqdm(batches, desc=f"epoch {epoch + 1}", unit="batch", mininterval=5)
         model.train()
         running = 0.0

@@ -90,3 +90,30 @@ def test_validation_checks_are_evenly_spaced_and_never_back_to_back(steps, check
     from training.sentiment import check_steps
 
     assert check_steps(steps, checks) == expected
+
+
+def test_balanced_epochs_draw_every_source_equally_and_keep_the_epoch_size():
+    from training.sentiment import source_balanced_rows
+
+    sources = np.array(["large"] * 900 + ["small"] * 60 + ["middle"] * 240)
+    rows = source_balanced_rows(sources, np.random.default_rng(0))
+    drawn = dict(zip(*np.unique(sources[rows], return_counts=True), strict=True))
+    assert drawn == {"large": 400, "middle": 400, "small": 400}
+    large = rows[sources[rows] == "large"]
+    assert len(set(large)) == 400  # a large source is subsampled, each row at most once
+
+
+def test_balanced_batches_hold_rows_of_the_training_split_of_similar_length():
+    from argparse import Namespace
+
+    from training.sentiment import epoch_batches
+
+    sources = np.array(["a"] * 100 + ["b"] * 10)
+    lengths = np.arange(110)
+    batches = epoch_batches(lengths, sources, Namespace(balance_sources=True, batch_size=8), np.random.default_rng(1))
+    rows = np.concatenate(batches)
+    assert len(rows) == 110 and rows.max() < 110
+    assert (sources[rows] == "b").sum() == 55
+    assert max(np.ptp(lengths[batch]) for batch in batches) < 40  # sorted by length: 8 rows of 55 distinct lengths in 100
+    unbalanced = np.concatenate(epoch_batches(lengths, sources, Namespace(balance_sources=False, batch_size=8), np.random.default_rng(1)))
+    assert sorted(unbalanced) == list(range(110))
