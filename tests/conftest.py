@@ -20,6 +20,8 @@ from modelcore.images import png_bytes  # noqa: E402
 from service.models.registry import built_in_models  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "artifacts"
+SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -30,8 +32,6 @@ def pytest_configure(config: pytest.Config) -> None:
     releases). Absent where torch is not installed."""
     if importlib.util.find_spec("torch") and importlib.util.find_spec("onnxscript"):
         importlib.import_module("onnxscript.function_libs.torch_lib.ops")
-SHIPPED = ROOT / "artifacts"
-SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 
 
 @pytest.fixture(scope="session")
