@@ -80,6 +80,7 @@ class Route:
     methods: tuple[str, ...] = ("POST",)
     model: str = "server"  # whose errors these are, in metrics and logs
     max_body: int | None = None  # this route's own body limit (a model upload), else MODEL_SERVER_MAX_REQUEST_BYTES
+    timeout_s: float | None = None  # this route's own deadline (model control), else MODEL_SERVER_REQUEST_TIMEOUT_S
 
 
 @dataclass
@@ -194,13 +195,14 @@ class FrontDoor:
             body = await read_body(receive, limit)
             if body is None:
                 return await self.too_large(None, limit).send(send)
+        deadline = route.timeout_s or self.timeout
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(deadline):
                 response = await route.handler(Call(scope, body, match.params))
         except InputError as exc:
             response = client_error(route.model, int(exc.status), exc.message, exc.detail)
         except TimeoutError:
-            response = error_response(504, f"The request was not answered within {self.timeout:g} seconds; retry "
+            response = error_response(504, f"The request was not answered within {deadline:g} seconds; retry "
                                            "later, or send a smaller input.")
         except Exception:  # noqa: BLE001 - a fault of the model or the server: answered, counted, logged, worker kept
             model = scope.get(SERVED_MODEL) or route.model

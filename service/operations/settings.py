@@ -107,7 +107,8 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(
         25.0, gt=0, le=3600,
         description="server-side deadline of one request (later gets 504); also the longest a shutdown drain waits. "
-        "Keep it under the supervisor's 30 s stop timeout so a drain always completes",
+        "Keep it under the supervisor's 30 s stop timeout so a drain always completes. A model load, unload or traffic "
+        "change has its own: this plus 2 x (model_load_timeout_s + 0.5 s), as it answers once every worker serves it",
     )
     max_concurrent_requests: int = Field(
         64, ge=1, le=100_000, description="requests in progress per worker; more get 503 with Retry-After at once"

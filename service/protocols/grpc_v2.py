@@ -39,7 +39,7 @@ from service.operations.lifecycle import STATE
 from service.operations.metrics import count_rejection, count_server_error, in_progress, observe_request
 from service.operations.settings import Settings
 from service.protocols.oip import inference_pb2 as pb
-from service.protocols.repository import ModelControl
+from service.protocols.repository import ModelControl, control_deadline_s
 from service.protocols.serving import answer_with, choose
 from service.protocols.v2 import (DTYPES, V2, decode_inputs, output_datatype, pack_elements, parse_header, raw_bytes,
                                   requested_outputs)
@@ -59,6 +59,7 @@ CONTENTS_FIELD = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int
                   "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents",
                   "FP64": "fp64_contents", "BYTES": "bytes_contents"}
 UNGUARDED = frozenset({"ServerLive", "ServerReady"})  # probes: no key, never refused (as /livez and /readyz)
+CONTROL = frozenset({"RepositoryModelLoad", "RepositoryModelUnload"})  # deadline: control_deadline_s, as over HTTP
 Handler = Callable[[Any, "Guarded"], Awaitable[Any]]
 
 
@@ -156,6 +157,7 @@ class Guards:
         self.admission = Admission(settings.max_concurrent_requests, settings.retry_after_s)
         self.retry_after = str(settings.retry_after_s)
         self.timeout = settings.request_timeout_s
+        self.control_timeout = control_deadline_s(settings)
         self.access_log = server_access_log() if settings.access_log else None
 
     def wrap(self, method: str, handler: Handler, admitted: bool) -> Callable:
@@ -184,7 +186,7 @@ class Guards:
                 counted = True
             if isinstance(request, Malformed):
                 raise InputError(request.why)
-            return await self.answer(handler, request, call)
+            return await self.answer(handler, request, call, self.control_timeout if method in CONTROL else self.timeout)
         except Refused as exc:
             call.status = exc.status
             context.set_trailing_metadata((("retry-after", self.retry_after),))
@@ -215,9 +217,9 @@ class Guards:
         # Draining: UNAVAILABLE; at capacity: RESOURCE_EXHAUSTED, as gRPC names it; both with HTTP's retry hint.
         raise Refused(503 if STATE.draining else 429, json.loads(refusal.body)["error"])
 
-    async def answer(self, handler: Handler, request: Any, call: Guarded) -> Any:
+    async def answer(self, handler: Handler, request: Any, call: Guarded, timeout: float) -> Any:
         remaining = call.context.time_remaining()
-        deadline = self.timeout if remaining is None else min(self.timeout, remaining)
+        deadline = timeout if remaining is None else min(timeout, remaining)
         try:
             async with asyncio.timeout(deadline):
                 return await handler(request, call)

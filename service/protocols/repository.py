@@ -15,7 +15,8 @@ Changing what is served is off unless MODEL_SERVER_MODEL_CONTROL=explicit (Trito
 needs the API key, or comes only from loopback when no key is set. A change is written to the repository's
 state.json and applied by this worker before it answers; every other worker follows within WATCH_SECONDS plus the
 time to load the model. A new version is loaded and warmed up before it takes any traffic, and a version taken out
-of service finishes the requests it has.
+of service finishes the requests it has. A change answers once every worker serves it, so its deadline is its own
+(control_deadline_s), not MODEL_SERVER_REQUEST_TIMEOUT_S: a load that succeeds slowly is not a 504.
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ from service.runtime.state import (
 log = logging.getLogger("bentoml.modelserver")
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def control_deadline_s(settings: Settings) -> float:
+    """How long a model-control request may take before it is answered 504: proving a sent model (bounded by
+    model_load_timeout_s), then every worker loading it (the same bound plus two watch periods), with
+    request_timeout_s of slack for this worker's own load. On a loaded machine the other workers may still be
+    starting, and the request timeout alone answered a load that succeeded with 504."""
+    return settings.request_timeout_s + 2 * (settings.model_load_timeout_s + WATCH_SECONDS)
 
 
 @dataclass
@@ -221,7 +230,8 @@ class ModelControl:
                    ("/versions/{version}/promote", self.promote), ("/rollback", self.rollback)]
         found = [Route("/v2/repository/index", self.index, ("POST",), "repository")]
         found += [Route(prefix + suffix, handler, ("POST",), "repository",
-                        max_body=self.settings.max_model_bytes * 4 // 3 + 65536 if suffix == "/load" else None)
+                        max_body=self.settings.max_model_bytes * 4 // 3 + 65536 if suffix == "/load" else None,
+                        timeout_s=control_deadline_s(self.settings))
                   for suffix, handler in guarded]
         found += [Route(path, self.stats, ("GET",), "repository") for path in
                   ("/v2/models/stats", "/v2/models/{model}/stats", "/v2/models/{model}/versions/{version}/stats")]

@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.operations.launch import ROOT
 from service.operations.settings import Settings
+from service.protocols.repository import control_deadline_s
 from tests.e2e.calls import every_endpoint_answers_correctly
 
 pytestmark = pytest.mark.e2e
@@ -297,6 +298,8 @@ def test_the_balancer_checks_readiness_and_retries_what_a_draining_replica_refus
     assert re.search(r"retry-on .*conn-failure.*503", config)
     assert "server-template" in config and "tasks.modelserver:3000" in config
     assert "tasks.modelserver:3001 proto h2" in config and "bind :8081 proto h2" in config
+    control = re.search(r"^backend control\n(.*?)(?:^\S|\Z)", config, re.MULTILINE | re.DOTALL).group(1)
+    assert int(re.search(r"timeout server (\d+)s", control).group(1)) >= control_deadline_s(Settings())  # a slow load
 
 
 # Retries where they are safe, beyond the Swarm balancer -----------------------------------------------------
@@ -313,6 +316,8 @@ def test_the_ingress_retries_inference_and_never_model_management():
     assert retry["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "on"
     assert int(retry["nginx.ingress.kubernetes.io/proxy-read-timeout"]) > Settings().request_timeout_s
     assert control["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-next-upstream"] == "off"
+    assert int(control["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= \
+        control_deadline_s(Settings())
     (path,) = control["spec"]["rules"][0]["http"]["paths"]
     assert path["path"] == "/v2/repository" and path["pathType"] == "Prefix"
 

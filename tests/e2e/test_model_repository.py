@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import tritonclient.http as triton
 from onnx import TensorProto, helper
 
 from service.operations.launch import ROOT
+from service.runtime.state import WORKERS
 from tests.e2e.conftest import private_home
 
 pytestmark = pytest.mark.e2e
@@ -412,6 +414,37 @@ def test_an_upload_over_the_model_size_limit_gets_413(start_server, model_home, 
     answer = httpx.post(f"{small.url}/v2/repository/models/big/load", json={"parameters": {"file:1/model.onnx": big}},
                         timeout=60)
     assert answer.status_code == 413
+
+
+def lagging_worker(repository: Path, seconds: float) -> threading.Timer:
+    """A worker that is alive (fresh heartbeat file) but serves an older state for `seconds`, then stops, as a
+    worker still starting on a loaded machine: a change answers only once it is gone or caught up."""
+    worker = repository / WORKERS / "starting-worker-1"
+    worker.parent.mkdir(parents=True, exist_ok=True)
+    worker.write_text(json.dumps([0, 0]))
+    gone = threading.Timer(seconds, worker.unlink)
+    gone.start()
+    return gone
+
+
+def test_a_load_waiting_for_the_workers_is_answered_past_the_request_timeout_not_504(start_server, model_home, tmp_path):
+    """A load answers once every worker serves it, which can take longer than MODEL_SERVER_REQUEST_TIMEOUT_S (the
+    CI runner's second worker was still starting): the load has its own deadline, over HTTP and gRPC alike."""
+    import tritonclient.grpc as triton_grpc
+
+    home = private_home(model_home, tmp_path)
+    short = start_server(home=home, model_control="explicit", request_timeout_s="1")
+    lagging = lagging_worker(home / "repository", seconds=3)
+    started = time.monotonic()
+    load_over_http(short.url, "patient", scaler(2.0))
+    assert time.monotonic() - started > 1.0 and not lagging.is_alive()  # it waited for the worker, past 1 s
+    assert infer_scaler(short.url, "patient", [1, 2, 3])[0] == [2, 4, 6]
+    client = triton_grpc.InferenceServerClient(short.grpc_target)
+    lagging = lagging_worker(home / "repository", seconds=3)
+    started = time.monotonic()
+    client.load_model("patient-grpc", config="{}", files={"file:1/model.onnx": scaler(3.0)})
+    assert time.monotonic() - started > 1.0 and not lagging.is_alive() and client.is_model_ready("patient-grpc")
+    client.close()
 
 
 def test_model_control_is_off_by_default_and_needs_the_key_when_one_is_set(start_server, model_home, tmp_path):

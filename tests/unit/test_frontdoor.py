@@ -40,6 +40,11 @@ async def too_slow(_: Call) -> object:
     return json_response({})
 
 
+async def half_a_second(_: Call) -> object:
+    await asyncio.sleep(0.5)
+    return json_response({"waited": True})
+
+
 async def refuses(_: Call) -> object:
     raise InputError("Send a digit, not a cat.", 422)
 
@@ -55,7 +60,8 @@ def backend() -> Starlette:
 
 def front_door(**settings) -> FrontDoor:
     router = Router([Route("/echo", echo, ("GET", "POST"), "digits"), Route("/v2/models/{model}/infer", echo),
-                     Route("/held", held), Route("/slow", too_slow), Route("/refuses", refuses, model="digits"),
+                     Route("/held", held), Route("/slow", too_slow), Route("/patient", half_a_second, timeout_s=30),
+                     Route("/impatient", too_slow, timeout_s=0.3), Route("/refuses", refuses, model="digits"),
                      Route("/breaks", breaks, model="digits")])
     return FrontDoor(backend(), router, Settings(**settings))
 
@@ -163,6 +169,13 @@ def test_a_request_past_its_deadline_gets_504_in_json_and_leaves_no_timer():
     slow, pending_timers = asyncio.run(scenario())
     assert slow.status_code == 504 and "0.2 seconds" in slow.json()["error"]
     assert pending_timers == 0
+
+
+def test_a_route_with_its_own_deadline_is_held_to_it_not_the_request_timeout():
+    door = front_door(request_timeout_s=0.2, access_log=False)
+    assert run(door, "POST", "/patient").json() == {"waited": True}  # 0.5 s, past the 0.2 s request timeout
+    impatient = run(door, "POST", "/impatient")
+    assert impatient.status_code == 504 and "0.3 seconds" in impatient.json()["error"]
 
 
 def test_client_errors_and_model_faults_are_json_and_name_what_happened():
