@@ -26,7 +26,7 @@ import tritonclient.http as triton
 from onnx import TensorProto, helper
 
 from service.operations.launch import ROOT
-from service.runtime.state import WORKERS
+from service.runtime.state import WORKERS, live_workers
 from tests.e2e.conftest import private_home
 
 pytestmark = pytest.mark.e2e
@@ -80,8 +80,11 @@ def home(model_home, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(start_server, home):
-    """Two workers (convergence is between processes), model control on, loopback only (no API key)."""
-    return start_server(home=home, workers="2", model_control="explicit")
+    """Two workers (convergence is between processes), model control on, loopback only (no API key); both started
+    (ready answers once one is: on a loaded machine the other may still be loading its models)."""
+    started = start_server(home=home, workers="2", model_control="explicit")
+    wait_until(lambda: len(live_workers(home / "repository")) == 2, seconds=180)
+    return started
 
 
 @pytest.fixture(scope="module")
