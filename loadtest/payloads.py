@@ -45,6 +45,7 @@ def digit_pngs() -> list[Body]:
     return [encode_multipart_formdata({"image": ("digit.png", png_bytes(image), "image/png")}) for image in digit_images()]
 
 
+@functools.cache
 def digit_arrays(per_request: int) -> list[Body]:
     """JSON bodies for /digits/classify-arrays with `per_request` digits each."""
     images = digit_images()
@@ -52,6 +53,7 @@ def digit_arrays(per_request: int) -> list[Body]:
             for start in range(0, len(images) - per_request + 1, per_request)]
 
 
+@functools.cache
 def digit_npys(per_request: int) -> list[Body]:
     """.npy bodies for /digits/classify-tensor with `per_request` uint8 digits each."""
     import io
@@ -74,6 +76,7 @@ def tweets() -> list[str]:
     return [texts[i] for i in random.Random(0).sample(range(len(texts)), SAMPLES)]
 
 
+@functools.cache
 def tweet_bodies(per_request: int = 1) -> list[Body]:
     texts = tweets()
     return [(json.dumps({"texts": texts[start : start + per_request]}).encode(), JSON_TYPE)
