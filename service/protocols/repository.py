@@ -56,12 +56,17 @@ log = logging.getLogger("bentoml.modelserver")
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
+def convergence_bound_s(settings: Settings) -> float:
+    """How long a change waits for the other workers to serve it before it answers anyway (and logs who lags)."""
+    return settings.model_load_timeout_s + 2 * WATCH_SECONDS
+
+
 def control_deadline_s(settings: Settings) -> float:
     """How long a model-control request may take before it is answered 504: proving a sent model (bounded by
-    model_load_timeout_s), then every worker loading it (the same bound plus two watch periods), with
-    request_timeout_s of slack for this worker's own load. On a loaded machine the other workers may still be
-    starting, and the request timeout alone answered a load that succeeded with 504."""
-    return settings.request_timeout_s + 2 * (settings.model_load_timeout_s + WATCH_SECONDS)
+    model_load_timeout_s), then every worker loading it (convergence_bound_s), with request_timeout_s of slack for
+    this worker's own load. On a loaded machine the other workers may still be starting, and the request timeout
+    alone answered a load that succeeded with 504."""
+    return settings.request_timeout_s + settings.model_load_timeout_s + convergence_bound_s(settings)
 
 
 @dataclass
@@ -199,8 +204,7 @@ class ModelControl:
     async def every_worker_serves_it(self) -> None:
         """Answer only once every live worker serves the change (bounded by the model load timeout, then logged)."""
         signature = state_signature(self.directory)
-        lagging = await asyncio.to_thread(wait_for_workers, self.directory, signature,
-                                          self.settings.model_load_timeout_s + 2 * WATCH_SECONDS)
+        lagging = await asyncio.to_thread(wait_for_workers, self.directory, signature, convergence_bound_s(self.settings))
         if lagging:
             log.warning("repository change answered before workers %s caught up (they will within the watch period)",
                         ", ".join(lagging))
